@@ -1,4 +1,7 @@
-"""`genvis-hf` command line: one sub-command per job, each defined next to the code it drives."""
+"""`genvis-hf` command line: one sub-command per job, each defined next to the code it drives.
+
+Only the chosen sub-command's module is imported, so `genvis-hf score` does not pay for torch.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +9,30 @@ import argparse
 import importlib
 import sys
 
-# name -> "module:function"; the function receives the sub-parser to fill and returns the handler.
+# name -> ("module:function", one-line help); the function fills the sub-parser and returns the handler.
 _COMMANDS = {
-    "score": "genvis_hf.evaluation.commands:add_score_command",
+    "convert": ("genvis_hf.conversion.commands:add_convert_command", "convert an original GenVIS checkpoint"),
+    "score": ("genvis_hf.evaluation.commands:add_score_command", "score a YouTube-VIS results file"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; when `command` is given, that sub-command's arguments are loaded."""
     parser = argparse.ArgumentParser(prog="genvis-hf", description="GenVIS video instance segmentation")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, target in _COMMANDS.items():
-        module_name, function_name = target.split(":")
-        add_command = getattr(importlib.import_module(module_name), function_name)
-        handler = add_command(subparsers.add_parser(name))
-        subparsers.choices[name].set_defaults(handler=handler)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (target, help_text) in _COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=help_text)
+        if name == command:
+            module_name, function_name = target.split(":")
+            add_command = getattr(importlib.import_module(module_name), function_name)
+            subparser.set_defaults(handler=add_command(subparser))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command if command in _COMMANDS else None).parse_args(argv)
     return int(args.handler(args) or 0)
 
 

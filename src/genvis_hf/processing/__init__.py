@@ -1,1 +1,3 @@
+from .video_processing_genvis import GenVISVideoProcessor
 
+__all__ = ["GenVISVideoProcessor"]

@@ -1,0 +1,187 @@
+"""Convert an original GenVIS (detectron2) checkpoint into a `save_pretrained` directory.
+
+    checkpoint.pth (+ original config YAML or preset name)
+      -> GenVISConfig, state dict with every key mapped explicitly (see `key_map`)
+      -> temporary directory: config.json, model.safetensors, video_preprocessor_config.json
+      -> reload + run check -> atomic rename to the output directory (nothing half-written on failure)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..configuration.configuration_genvis import GenVISConfig
+from ..modeling.modeling_genvis import GenVISForVideoInstanceSegmentation, GenVISModel
+from ..processing.video_processing_genvis import GenVISVideoProcessor
+from .key_map import DROPPED_KEYS, key_rules, map_key
+from .original_config import config_kwargs_from_original
+
+
+class ConversionError(RuntimeError):
+    """The checkpoint cannot be converted; the message lists every offending key."""
+
+
+@dataclass
+class ConversionReport:
+    output_dir: Path
+    num_tensors: int
+    num_parameters: int
+    dropped_keys: list[str]
+
+
+def load_original_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """State dict of a detectron2 checkpoint (`{"model": state_dict, ...}` or a bare state dict), loaded with
+    `weights_only=True` (no code from the file is executed)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ConversionError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle / zip errors of a damaged or foreign file
+        raise ConversionError(f"{path}: not a loadable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    state_dict = payload.get("model", payload) if isinstance(payload, dict) else None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ConversionError(f"{path}: expected a detectron2 checkpoint with a 'model' state dict of tensors")
+    return state_dict
+
+
+def build_config(*, preset: str | None = None, original_config: str | Path | dict | None = None,
+                 **overrides) -> GenVISConfig:  # fmt: skip
+    """The model config from exactly one of a preset name or an original (dumped) YAML."""
+    if (preset is None) == (original_config is None):
+        raise ConversionError("give exactly one of a preset name or an original config YAML")
+    if preset is not None:
+        try:
+            return GenVISConfig.from_preset(preset, **overrides)
+        except KeyError as error:
+            raise ConversionError(str(error.args[0])) from error
+    kwargs = config_kwargs_from_original(original_config)
+    kwargs.update(overrides)
+    return GenVISConfig(**kwargs)
+
+
+def convert_state_dict(original: dict[str, torch.Tensor], model: GenVISModel) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map every original key onto `model`'s state dict.
+
+    Returns the converted state dict (our names) and the dropped loss-only keys. Raises `ConversionError`
+    listing unmapped original keys, keys whose shape differs, and model keys left without a value.
+    """
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    rules = key_rules(model.config.backbone_type, model.pixel_decoder.num_fpn_levels)
+    converted: dict[str, torch.Tensor] = {}
+    dropped, unmapped, mismatched, duplicated = [], [], [], []
+    for key, value in original.items():
+        if key in DROPPED_KEYS:
+            dropped.append(key)
+            continue
+        target = map_key(key, rules)
+        if target is None or target not in expected:
+            unmapped.append(key if target is None else f"{key} (-> {target}, which this model does not have)")
+        elif tuple(value.shape) != expected[target]:
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {expected[target]} ({target})")
+        elif target in converted:
+            duplicated.append(f"{key} -> {target}")
+        else:
+            converted[target] = value
+    missing = sorted(set(expected) - set(converted))
+    problems = []
+    for title, keys in (("unmapped checkpoint keys", unmapped), ("shape mismatches", mismatched),
+                        ("keys mapped twice", duplicated), ("model keys missing from the checkpoint", missing)):  # fmt: skip
+        if keys:
+            problems.append(f"{len(keys)} {title}:\n  " + "\n  ".join(keys))
+    if problems:
+        raise ConversionError("checkpoint does not match the model config.\n" + "\n".join(problems))
+    return converted, dropped
+
+
+def _check_converted(output_dir: Path, model: GenVISForVideoInstanceSegmentation) -> None:
+    """Reload the written directory and check it has the same weights and gives the same outputs."""
+    reloaded = GenVISForVideoInstanceSegmentation.from_pretrained(output_dir).eval()
+    original_state = model.state_dict()
+    for name, tensor in reloaded.state_dict().items():
+        if not torch.equal(tensor, original_state[name]):
+            raise ConversionError(f"reloaded weight {name} differs from the converted one")
+    generator = torch.Generator().manual_seed(0)
+    clip = min(model.config.clip_length, 2)
+    frames = torch.randn(1, clip + 1, 3, 64, 96, generator=generator)
+    with torch.no_grad():
+        expected = model(frames).class_queries_logits
+        actual = reloaded(frames).class_queries_logits
+    if not torch.isfinite(actual).all():
+        raise ConversionError("the converted model produced non-finite outputs")
+    if not torch.allclose(expected, actual, atol=1e-5, rtol=1e-5):
+        raise ConversionError("the reloaded model's outputs differ from the converted model's")
+
+
+def _replace_directory(source: Path, destination: Path, overwrite: bool) -> None:
+    """Move the finished `source` directory to `destination` with renames only."""
+    if destination.exists():
+        if not overwrite:
+            raise ConversionError(f"output directory {destination} already exists (pass overwrite=True / --overwrite)")
+        backup = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        os.replace(destination, backup)
+        os.replace(source, destination)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(source, destination)
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    *,
+    preset: str | None = None,
+    original_config: str | Path | dict | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+    config_overrides: dict | None = None,
+) -> ConversionReport:
+    """Convert `checkpoint` and write a `from_pretrained` directory at `output_dir`, atomically.
+
+    Args:
+        checkpoint: the original `model_final.pth` (detectron2 format).
+        output_dir: directory to create; on any failure it is left untouched (or absent).
+        preset / original_config: exactly one: a preset name (`genvis-r50-ytvis19`, ...) or the resolved
+            detectron2 YAML the checkpoint was trained with.
+        overwrite: replace an existing `output_dir`.
+        verify: reload the written files and run the model once before publishing the directory.
+    """
+    output_dir = Path(output_dir)
+    config = build_config(preset=preset, original_config=original_config, **(config_overrides or {}))
+    original = load_original_state_dict(checkpoint)
+    with torch.device("meta"):
+        skeleton = GenVISModel(config)
+    converted, dropped = convert_state_dict(original, skeleton)
+    del skeleton
+
+    with torch.device("meta"):  # every tensor comes from the checkpoint: skip random initialisation
+        model = GenVISForVideoInstanceSegmentation(config)
+    model.load_state_dict({f"model.{k}": v for k, v in converted.items()}, strict=True, assign=True)
+    model.eval()
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp creates 0700; publish with the usual permissions
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        GenVISVideoProcessor.from_model_config(config).save_pretrained(staging)
+        if verify:
+            _check_converted(staging, model)
+        _replace_directory(staging, output_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ConversionReport(
+        output_dir=output_dir,
+        num_tensors=len(converted),
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        dropped_keys=dropped,
+    )

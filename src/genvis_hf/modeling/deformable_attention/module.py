@@ -1,0 +1,66 @@
+"""`MultiScaleDeformableAttention`: the projections around the deformable attention core."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dispatch import multi_scale_deformable_attention
+
+
+class MultiScaleDeformableAttention(nn.Module):
+    """Deformable DETR's multi-scale deformable attention layer.
+
+    Args:
+        embed_dim: channels C. num_levels: feature levels L. num_heads: heads h. num_points: points P per
+        head and level. backend: deformable attention backend name (see `dispatch.BACKEND_NAMES`).
+    """
+
+    def __init__(self, embed_dim: int, num_levels: int, num_heads: int, num_points: int, backend: str = "auto"):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim = embed_dim
+        self.num_levels = num_levels
+        self.num_heads = num_heads
+        self.num_points = num_points
+        self.backend = backend
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        reference_points: torch.Tensor,
+        value_states: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        spatial_shapes_list: list[tuple[int, int]],
+        level_start_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            hidden_states: queries (with position embedding added) `[N, Lq, C]`.
+            reference_points: `[N, Lq, L, 2]`, normalised (x, y).
+            value_states: `[N, S, C]`, the flattened multi-scale maps.
+            spatial_shapes / spatial_shapes_list / level_start_index: see `multi_scale_deformable_attention`.
+
+        Returns:
+            `[N, Lq, C]`.
+        """
+        batch, num_queries, _ = hidden_states.shape
+        num_values = value_states.shape[1]
+        h, L, P = self.num_heads, self.num_levels, self.num_points
+        value = self.value_proj(value_states).view(batch, num_values, h, self.embed_dim // h)
+        offsets = self.sampling_offsets(hidden_states).view(batch, num_queries, h, L, P, 2)
+        weights = self.attention_weights(hidden_states).view(batch, num_queries, h, L * P)
+        weights = F.softmax(weights, -1).view(batch, num_queries, h, L, P)
+        # offsets are in pixels of each level: normalise by (W_l, H_l)
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)  # [L, 2]
+        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        output = multi_scale_deformable_attention(
+            value, spatial_shapes, spatial_shapes_list, level_start_index, locations, weights, self.backend
+        )
+        return self.output_proj(output)

@@ -1,0 +1,495 @@
+"""GenVIS for video instance segmentation: the composition root.
+
+    pixel_values [B, T, 3, H, W]
+      └─ per clip of W frames (the last one may be shorter, never padded):
+           backbone ─► pixel decoder ─► frame decoder ─► frame queries [Tc, fQ, C]
+                                      └► stride-4 map ─► object decoder's mask projection ─► mask features
+           object decoder(frame queries, ClipMemory) ─► clip-query logits / mask embeddings, ClipMemory'
+
+Videos of one batch are processed in groups of identical (length, padded size): the original has no
+padding mask, so a video padded up to a larger one would give different results; grouping makes each
+video's output equal to running it alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from ..configuration.configuration_genvis import GenVISConfig
+from .backbone_resnet import ConvFrozenBN, GenVISResNetBackbone
+from .backbone_swin import GenVISSwinBackbone, SwinMlp, SwinPatchMerging, SwinWindowAttention, relative_position_index
+from .deformable_attention import MultiScaleDeformableAttention, resolve_backend
+from .frame_decoder import GenVISFrameDecoder
+from .layers import FrozenBatchNorm2d, GenVISAttention
+from .object_decoder import ClipMemory, GenVISObjectDecoder, ObjectDecoderOutput
+from .pixel_decoder import GenVISPixelDecoder
+
+
+@dataclass
+class GenVISModelOutput(ModelOutput):
+    r"""Outputs of [`GenVISModel`] (and, with `loss`, of [`GenVISForVideoInstanceSegmentation`]).
+
+    Per-clip tensors are padded to the batch's largest clip count, per-frame tensors to its longest video and
+    largest stride-4 map; `video_lengths`, `num_clips`, `image_sizes` and `padded_image_sizes` say what is real.
+
+    Args:
+        class_queries_logits (`torch.FloatTensor` of shape `[B, num_clips, cQ, num_classes + 1]`):
+            Clip-query class logits of each clip (last decoder layer), "no object" last.
+        mask_embeddings (`torch.FloatTensor` of shape `[B, num_clips, cQ, mask_dim]`):
+            Clip-query mask embeddings of each clip; a query's mask on frame t of clip c is
+            `mask_embeddings[:, c, q] @ mask_features[:, t]`.
+        mask_features (`torch.FloatTensor` of shape `[B, T, mask_dim, H/4, W/4]`):
+            GenVIS per-pixel mask features (stride 4 of the padded input).
+        clip_queries_hidden_states (`torch.FloatTensor` of shape `[B, num_clips, cQ, C]`):
+            Normalised last-layer clip queries (what the heads and the memory read).
+        propagated_queries (`torch.FloatTensor` of shape `[B, num_clips, cQ, C]`):
+            Raw last-layer output of each clip: the query the next clip starts from.
+        memory_keys, memory_values (`torch.FloatTensor` of shape `[B, num_clips, cQ, C]`):
+            The memory entry each clip wrote.
+        frame_queries (`torch.FloatTensor` of shape `[B, T, fQ, C]`):
+            Normalised last-layer frame-decoder queries of every frame.
+        video_lengths (`torch.LongTensor` of shape `[B]`): frames of each video.
+        num_clips (`torch.LongTensor` of shape `[B]`): clips of each video.
+        clip_lengths (`torch.LongTensor` of shape `[B, num_clips]`): frames of each clip (0 for padding).
+        image_sizes (`torch.LongTensor` of shape `[B, 2]`): unpadded (height, width) of each video's frames.
+        padded_image_sizes (`torch.LongTensor` of shape `[B, 2]`): each video's own size padded to
+            `size_divisibility`, the size its masks are upsampled to before cropping.
+        clip_memory (`ClipMemory`): state after the last clip, to continue the same video(s) with a later call.
+        backbone_hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states`): res2..res5, each
+            `[B, T, C_i, H_i, W_i]`.
+        pixel_decoder_hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states`): the three encoder
+            levels (coarse to fine), the stride-4 map and the frame decoder's mask features, each `[B, T, ...]`.
+        loss (`torch.FloatTensor`, training only), loss_dict (`dict[str, torch.Tensor]`, training only).
+    """
+
+    loss: torch.FloatTensor | None = None
+    class_queries_logits: torch.FloatTensor | None = None
+    mask_embeddings: torch.FloatTensor | None = None
+    mask_features: torch.FloatTensor | None = None
+    clip_queries_hidden_states: torch.FloatTensor | None = None
+    propagated_queries: torch.FloatTensor | None = None
+    memory_keys: torch.FloatTensor | None = None
+    memory_values: torch.FloatTensor | None = None
+    frame_queries: torch.FloatTensor | None = None
+    video_lengths: torch.LongTensor | None = None
+    num_clips: torch.LongTensor | None = None
+    clip_lengths: torch.LongTensor | None = None
+    image_sizes: torch.LongTensor | None = None
+    padded_image_sizes: torch.LongTensor | None = None
+    clip_memory: ClipMemory | None = None
+    backbone_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    pixel_decoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    loss_dict: dict[str, torch.Tensor] | None = None
+
+
+GenVISVideoInstanceSegmentationOutput = GenVISModelOutput
+
+
+@dataclass
+class ClipOutput:
+    """What one clip of a group of G videos produces (internal to the clip loop)."""
+
+    object_output: ObjectDecoderOutput  # LB = L * G sequences
+    mask_features: torch.Tensor  # [G, Tc, mask_dim, H/4, W/4]
+    frame_queries: torch.Tensor  # [G, Tc, fQ, C] (last frame-decoder layer)
+    backbone_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
+    pixel_decoder_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
+
+
+def build_backbone(config: GenVISConfig) -> nn.Module:
+    if config.backbone_type == "resnet":
+        return GenVISResNetBackbone(
+            depth=config.resnet_depth,
+            stem_out_channels=config.resnet_stem_out_channels,
+            res2_out_channels=config.resnet_res2_out_channels,
+            width_per_group=config.resnet_width_per_group,
+            num_groups=config.resnet_num_groups,
+            stride_in_1x1=config.resnet_stride_in_1x1,
+            res5_dilation=config.resnet_res5_dilation,
+        )
+    return GenVISSwinBackbone(
+        embed_dim=config.swin_embed_dim,
+        depths=config.swin_depths,
+        num_heads=config.swin_num_heads,
+        window_size=config.swin_window_size,
+        mlp_ratio=config.swin_mlp_ratio,
+        qkv_bias=config.swin_qkv_bias,
+        qk_scale=config.swin_qk_scale,
+        patch_size=config.swin_patch_size,
+        patch_norm=config.swin_patch_norm,
+        absolute_position_embedding=config.swin_absolute_position_embedding,
+        pretrain_image_size=config.swin_pretrain_image_size,
+        drop_path_rate=config.swin_drop_path_rate,
+    )
+
+
+class GenVISPreTrainedModel(PreTrainedModel):
+    config_class = GenVISConfig
+    config: GenVISConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("video",)
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["GenVISFrameDecoder", "GenVISObjectDecoder", "GenVISPixelDecoder"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialisation of the original code, module by module (weights of a checkpoint replace it)."""
+        if isinstance(module, MultiScaleDeformableAttention):
+            init.constant_(module.sampling_offsets.weight, 0.0)
+            thetas = torch.arange(module.num_heads, dtype=torch.float32) * (2.0 * math.pi / module.num_heads)
+            grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+            grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(module.num_heads, 1, 1, 2)
+            grid = grid.repeat(1, module.num_levels, module.num_points, 1)
+            for i in range(module.num_points):
+                grid[:, :, i, :] *= i + 1
+            init.copy_(module.sampling_offsets.bias, grid.view(-1))
+            init.constant_(module.attention_weights.weight, 0.0)
+            init.constant_(module.attention_weights.bias, 0.0)
+            init.xavier_uniform_(module.value_proj.weight)
+            init.constant_(module.value_proj.bias, 0.0)
+            init.xavier_uniform_(module.output_proj.weight)
+            init.constant_(module.output_proj.bias, 0.0)
+        elif isinstance(module, GenVISAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+            init.xavier_uniform_(module.out_proj.weight)
+            init.zeros_(module.out_proj.bias)
+        elif isinstance(module, (SwinWindowAttention, SwinMlp, SwinPatchMerging)):
+            for linear in module.children():
+                if isinstance(linear, nn.Linear):
+                    init.trunc_normal_(linear.weight, std=0.02)
+                    if linear.bias is not None:
+                        init.zeros_(linear.bias)
+            if isinstance(module, SwinWindowAttention):
+                init.trunc_normal_(module.relative_position_bias_table, std=0.02)
+                init.copy_(module.relative_position_index, relative_position_index(module.window_size))
+        elif isinstance(module, FrozenBatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.constant_(module.running_var, 1.0 - module.eps)
+        elif isinstance(module, ConvFrozenBN):
+            init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, GenVISPixelDecoder):
+            init.normal_(module.level_embed)
+        elif isinstance(module, nn.Conv2d):
+            init.kaiming_uniform_(module.weight, a=1)  # detectron2 c2_xavier_fill
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+def _pad_to(tensor: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Zero-pad the trailing dims of `tensor` (at the end of each dim) up to `size`."""
+    pad = []
+    for current, target in zip(reversed(tensor.shape[-len(size) :]), reversed(size)):
+        pad += [0, target - current]
+    return F.pad(tensor, pad) if any(pad) else tensor
+
+
+def _stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors of equal rank, zero-padding every dim to the largest."""
+    size = [max(t.shape[d] for t in tensors) for d in range(tensors[0].dim())]
+    return torch.stack([_pad_to(t, size) for t in tensors])
+
+
+class GenVISModel(GenVISPreTrainedModel):
+    """GenVIS: backbone, pixel decoder, frame decoder and object decoder with clip memory, run clip by clip.
+
+    Its outputs are everything inference needs (clip-query logits, mask embeddings, mask features), so
+    `GenVISVideoProcessor.post_process_video_instance_segmentation` works on them directly.
+    """
+
+    def __init__(self, config: GenVISConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config)
+        self.pixel_decoder = GenVISPixelDecoder(
+            in_channels=config.backbone_channels,
+            hidden_dim=config.pixel_decoder_dim,
+            mask_dim=config.mask_dim,
+            num_encoder_layers=config.pixel_decoder_encoder_layers,
+            num_heads=config.pixel_decoder_num_heads,
+            num_points=config.pixel_decoder_num_points,
+            ffn_dim=config.pixel_decoder_ffn_dim,
+            num_transformer_levels=len(config.pixel_decoder_in_features),
+            common_stride=config.common_stride,
+            dropout=config.pixel_decoder_dropout,
+            backend=config.deformable_attention_backend,
+        )
+        self.frame_decoder = GenVISFrameDecoder(
+            in_channels=config.pixel_decoder_dim,
+            hidden_dim=config.frame_decoder_hidden_dim,
+            mask_dim=config.mask_dim,
+            num_queries=config.num_frame_queries,
+            num_layers=config.frame_decoder_layers,
+            num_heads=config.frame_decoder_num_heads,
+            ffn_dim=config.frame_decoder_ffn_dim,
+            num_classes=config.num_labels,
+            pre_norm=config.frame_decoder_pre_norm,
+            enforce_input_projection=config.frame_decoder_enforce_input_projection,
+        )
+        self.object_decoder = GenVISObjectDecoder(
+            hidden_dim=config.object_hidden_dim,
+            mask_dim=config.mask_dim,
+            pixel_decoder_dim=config.pixel_decoder_dim,
+            num_frame_queries=config.num_frame_queries,
+            num_queries=config.num_clip_queries,
+            num_encoder_layers=config.object_encoder_layers,
+            num_decoder_layers=config.object_decoder_layers,
+            num_heads=config.object_num_heads,
+            ffn_dim=config.object_ffn_dim,
+            num_classes=config.num_labels,
+            pre_norm=config.object_pre_norm,
+            window_size=config.object_encoder_window_size,
+            enforce_input_projection=config.object_enforce_input_projection,
+            use_similarity_heads=config.use_similarity_heads,
+            similarity_use_clip=config.similarity_use_clip,
+            deep_supervision=config.object_deep_supervision,
+        )
+        self.post_init()
+
+    # ------------------------------------------------------------------ deformable attention backend
+    def set_deformable_attention_backend(self, backend: str) -> None:
+        """Switch the deformable attention backend at run time (`"auto"`, `"kernels"`, `"jit"`, `"torch"`);
+        an explicitly named backend that cannot run on this model's device raises a one-line reason."""
+        resolve_backend(backend, self.device)
+        self.config.deformable_attention_backend = backend
+        self.pixel_decoder.set_deformable_attention_backend(backend)
+
+    @property
+    def deformable_attention_backend_in_use(self) -> str:
+        """The backend that actually runs on this model's device."""
+        return resolve_backend(self.config.deformable_attention_backend, self.device)
+
+    # ------------------------------------------------------------------ one clip
+    def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False) -> ClipOutput:
+        """Run one clip of a group of G videos of identical size.
+
+        Args:
+            frames: `[G, Tc, 3, H, W]`, normalised, H and W multiples of `size_divisibility`.
+            memory: the group's `ClipMemory` from the previous clip (empty for the first clip).
+        """
+        group, clip_frames = frames.shape[:2]
+        backbone_features = self.backbone(frames.flatten(0, 1))  # 4 x [G*Tc, C_i, H_i, W_i]
+        pixels = self.pixel_decoder(backbone_features)
+        frame_output = self.frame_decoder(pixels.multi_scale_features, pixels.mask_features)
+        # [1, G*Tc, fQ, C] -> [G, Tc, fQ, C] (one frame-decoder layer at inference)
+        frame_queries = frame_output.frame_queries[-1].unflatten(0, (group, clip_frames))
+        object_output = self.object_decoder(frame_queries, memory)
+        mask_features = self.object_decoder.mask_projection(pixels.stride4_features)  # [G*Tc, D, H/4, W/4]
+
+        def per_video(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(0, (group, clip_frames))
+
+        return ClipOutput(
+            object_output=object_output,
+            mask_features=per_video(mask_features),
+            frame_queries=frame_queries,
+            backbone_features=[per_video(f) for f in backbone_features] if output_hidden_states else None,
+            pixel_decoder_features=(
+                [per_video(f) for f in [*pixels.multi_scale_features, pixels.stride4_features, pixels.mask_features]]
+                if output_hidden_states
+                else None
+            ),
+        )
+
+    # ------------------------------------------------------------------ the clip loop
+    def forward_video_group(self, pixel_values: torch.Tensor, clip_memory: ClipMemory | None = None,
+                            output_hidden_states: bool = False) -> tuple[list[ClipOutput], ClipMemory]:  # fmt: skip
+        """Run G videos of identical length and size clip by clip: `[G, T, 3, H, W]` -> per-clip outputs.
+
+        Clip i holds frames `[i * W, (i + 1) * W)`; the last clip may be shorter. `clip_memory` continues a
+        previous call on earlier frames of the same videos (then T should be a multiple of the clip length,
+        except for the video's final call)."""
+        memory = clip_memory if clip_memory is not None else ClipMemory()
+        clip_length = self.config.clip_length
+        outputs = []
+        for start in range(0, pixel_values.shape[1], clip_length):
+            clip = self.forward_clip(pixel_values[:, start : start + clip_length], memory, output_hidden_states)
+            memory = clip.object_output.memory
+            outputs.append(clip)
+        return outputs, memory
+
+    # ------------------------------------------------------------------ batch of videos
+    def _video_extents(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None):
+        """Per video: (length, height, width) of the real content, from `pixel_mask` `[B, T, H, W]`."""
+        batch, num_frames, _, height, width = pixel_values.shape
+        if pixel_mask is None:
+            return [(num_frames, height, width)] * batch
+        if pixel_mask.shape != (batch, num_frames, height, width):
+            raise ValueError(
+                f"pixel_mask has shape {tuple(pixel_mask.shape)}, expected {(batch, num_frames, height, width)} "
+                "([batch, frames, height, width], matching pixel_values)"
+            )
+        extents = []
+        valid = pixel_mask.bool()
+        for b in range(batch):
+            frames_valid = valid[b].flatten(1).any(1)
+            length = int(frames_valid.sum())
+            if length == 0:
+                raise ValueError(f"video {b} of the batch has no valid frame in pixel_mask")
+            if not bool(frames_valid[:length].all()):
+                raise ValueError(f"video {b}: pixel_mask marks a padding frame before a valid one")
+            rows = valid[b, :length].any(0).any(1)
+            cols = valid[b, :length].any(0).any(0)
+            extents.append((length, int(rows.nonzero().max()) + 1, int(cols.nonzero().max()) + 1))
+        return extents
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        clip_memory: ClipMemory | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GenVISModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `[B, T, 3, H, W]`):
+                Normalised frames (see `GenVISVideoProcessor`); a single video may be given as `[T, 3, H, W]`.
+                Sizes that are not multiples of `config.size_divisibility` are zero-padded here.
+            pixel_mask (`torch.LongTensor` of shape `[B, T, H, W]`, *optional*):
+                1 on real pixels of real frames, 0 on padding (different sizes or lengths in one batch).
+            clip_memory (`ClipMemory`, *optional*):
+                `outputs.clip_memory` of a previous call on the preceding frames of the same video(s).
+            output_hidden_states (`bool`, *optional*): also return backbone and pixel-decoder features.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if pixel_values.dim() == 4:
+            pixel_values = pixel_values.unsqueeze(0)
+            pixel_mask = pixel_mask.unsqueeze(0) if pixel_mask is not None else None
+        if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
+            raise ValueError(
+                f"pixel_values must be [batch, frames, 3, height, width], got shape {tuple(pixel_values.shape)}"
+            )
+        divisor = self.config.size_divisibility
+        extents = self._video_extents(pixel_values, pixel_mask)
+        pixel_values = _pad_to(
+            pixel_values, [math.ceil(s / divisor) * divisor for s in pixel_values.shape[-2:]]
+        ).to(self.dtype)
+
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for b, (length, height, width) in enumerate(extents):
+            key = (length, math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor)
+            groups.setdefault(key, []).append(b)
+        if clip_memory is not None and len(groups) > 1:
+            raise ValueError("clip_memory can only continue a batch whose videos share length and padded size")
+
+        per_video: list[dict[str, torch.Tensor]] = [{} for _ in extents]
+        final_memory = None
+        for (length, padded_h, padded_w), members in groups.items():
+            clips, final_memory = self.forward_video_group(
+                pixel_values[members, :length, :, :padded_h, :padded_w], clip_memory, output_hidden_states
+            )
+            self._scatter_group(clips, members, per_video)
+
+        def batch_of(key: str) -> torch.Tensor:
+            return _stack_padded([video[key] for video in per_video])
+
+        outputs = GenVISModelOutput(
+            class_queries_logits=batch_of("class_logits"),
+            mask_embeddings=batch_of("mask_embeddings"),
+            mask_features=batch_of("mask_features"),
+            clip_queries_hidden_states=batch_of("hidden_states"),
+            propagated_queries=batch_of("propagated_queries"),
+            memory_keys=batch_of("memory_keys"),
+            memory_values=batch_of("memory_values"),
+            frame_queries=batch_of("frame_queries"),
+            video_lengths=torch.tensor([e[0] for e in extents], device=pixel_values.device),
+            num_clips=torch.tensor([per_video[b]["class_logits"].shape[0] for b in range(len(extents))],
+                                   device=pixel_values.device),  # fmt: skip
+            clip_lengths=_stack_padded([video["clip_lengths"] for video in per_video]),
+            image_sizes=torch.tensor([e[1:] for e in extents], device=pixel_values.device),
+            padded_image_sizes=torch.tensor(
+                [[math.ceil(e[1] / divisor) * divisor, math.ceil(e[2] / divisor) * divisor] for e in extents],
+                device=pixel_values.device,
+            ),
+            clip_memory=final_memory,
+            backbone_hidden_states=(
+                tuple(batch_of(f"backbone_{i}") for i in range(4)) if output_hidden_states else None
+            ),
+            pixel_decoder_hidden_states=(
+                tuple(batch_of(f"pixel_decoder_{i}") for i in range(5)) if output_hidden_states else None
+            ),
+        )
+        return outputs if return_dict else outputs.to_tuple()
+
+    @staticmethod
+    def _scatter_group(clips: list[ClipOutput], members: list[int], per_video: list[dict]) -> None:
+        """Split a group's per-clip outputs into per-video tensors (clips or frames along dim 0)."""
+
+        def last_layer(clip: ClipOutput, name: str) -> torch.Tensor:
+            return getattr(clip.object_output, name)[-1]  # [G, cQ, X]
+
+        for g, b in enumerate(members):
+            video = per_video[b]
+            video["class_logits"] = torch.stack([last_layer(c, "class_logits")[g] for c in clips])
+            video["mask_embeddings"] = torch.stack([last_layer(c, "mask_embeddings")[g] for c in clips])
+            video["hidden_states"] = torch.stack([last_layer(c, "hidden_states")[g] for c in clips])
+            video["propagated_queries"] = torch.stack([c.object_output.memory.queries[g] for c in clips])
+            video["memory_keys"] = torch.stack([c.object_output.memory.keys[-1][g] for c in clips])
+            video["memory_values"] = torch.stack([c.object_output.memory.values[-1][g] for c in clips])
+            video["mask_features"] = torch.cat([c.mask_features[g] for c in clips])
+            video["frame_queries"] = torch.cat([c.frame_queries[g] for c in clips])
+            video["clip_lengths"] = torch.tensor([c.frame_queries.shape[1] for c in clips], device=clips[0].mask_features.device)
+            if clips[0].backbone_features is not None:
+                for i in range(4):
+                    video[f"backbone_{i}"] = torch.cat([c.backbone_features[i][g] for c in clips])
+                for i in range(5):
+                    video[f"pixel_decoder_{i}"] = torch.cat([c.pixel_decoder_features[i][g] for c in clips])
+
+
+class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
+    """[`GenVISModel`] for video instance segmentation: its outputs feed
+    `GenVISVideoProcessor.post_process_video_instance_segmentation` (scores, labels, masks per video)."""
+
+    def __init__(self, config: GenVISConfig):
+        super().__init__(config)
+        self.model = GenVISModel(config)
+        self.post_init()
+
+    def set_deformable_attention_backend(self, backend: str) -> None:
+        self.model.set_deformable_attention_backend(backend)
+
+    @property
+    def deformable_attention_backend_in_use(self) -> str:
+        return self.model.deformable_attention_backend_in_use
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        clip_memory: ClipMemory | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GenVISVideoInstanceSegmentationOutput | tuple:
+        r"""See [`GenVISModel.forward`]."""
+        return self.model(
+            pixel_values,
+            pixel_mask=pixel_mask,
+            clip_memory=clip_memory,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )

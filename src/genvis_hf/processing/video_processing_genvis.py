@@ -1,0 +1,236 @@
+"""GenVIS video processor: resize (detectron2's test-time `ResizeShortestEdge`), normalise, pad to a multiple
+of 32 and batch videos; post-process model outputs into per-video instances (scores, labels, masks)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_utils import PILImageResampling
+from transformers.processing_utils import VideosKwargs
+from transformers.video_processing_utils import BaseVideoProcessor
+
+from .rle import mask_to_rle
+
+DEFAULT_MEAN = [123.675, 116.28, 103.53]
+DEFAULT_STD = [58.395, 57.12, 57.375]
+
+
+class GenVISVideoProcessorKwargs(VideosKwargs, total=False):
+    """Keyword arguments of `GenVISVideoProcessor.__call__` beyond transformers' video ones."""
+
+    do_pad: bool
+    size_divisibility: int
+    test_topk: int
+
+
+def resized_shape(height: int, width: int, shortest_edge: int, longest_edge: int) -> tuple[int, int]:
+    """detectron2 `ResizeShortestEdge.get_output_shape`: scale the short side to `shortest_edge` unless the
+    long side would exceed `longest_edge`; round half up. Returns (new_height, new_width)."""
+    size = shortest_edge * 1.0
+    scale = size / min(height, width)
+    new_h, new_w = (size, scale * width) if height < width else (scale * height, size)
+    if max(new_h, new_w) > longest_edge:
+        scale = longest_edge * 1.0 / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def resize_video(video: torch.Tensor, new_height: int, new_width: int) -> torch.Tensor:
+    """Resize `[T, C, H, W]` like detectron2's `ResizeTransform`: PIL bilinear per frame for uint8, else
+    `F.interpolate(bilinear, align_corners=False)`."""
+    if video.shape[-2:] == (new_height, new_width):
+        return video
+    if video.dtype == torch.uint8:
+        frames = []
+        for frame in video.permute(0, 2, 3, 1).cpu().numpy():  # [H, W, C]
+            image = Image.fromarray(frame[:, :, 0], mode="L") if frame.shape[2] == 1 else Image.fromarray(frame)
+            resized = np.asarray(image.resize((new_width, new_height), Image.BILINEAR))
+            frames.append(resized[:, :, None] if resized.ndim == 2 else resized)
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(video.device)
+    return F.interpolate(video.float(), size=(new_height, new_width), mode="bilinear", align_corners=False)
+
+
+class GenVISVideoProcessor(BaseVideoProcessor):
+    r"""Prepares videos for [`GenVISForVideoInstanceSegmentation`] and post-processes its outputs.
+
+    `processor(videos=[video, ...], return_tensors="pt")` returns `pixel_values` `[B, T, 3, H, W]` (float32,
+    normalised, zero-padded bottom/right to a common multiple of `size_divisibility`) and `pixel_mask`
+    `[B, T, H, W]` (1 on real pixels of real frames). A video is a `[T, H, W, C]` / `[T, C, H, W]` array or
+    tensor (uint8 0-255 or float on the 0-255 scale, RGB), a list of frames, or a file path.
+
+    Args:
+        do_resize (`bool`, defaults to `True`): resize so the short side is `size["shortest_edge"]` (360 for R-50
+            models, 448 for Swin-L) and the long side at most `size["longest_edge"]` (1333), like the original's
+            test-time resize (PIL bilinear on uint8 frames).
+        do_normalize (`bool`, defaults to `True`): `(x - image_mean) / image_std` on the 0-255 scale.
+        do_pad (`bool`, defaults to `True`): pad to a multiple of `size_divisibility` (32).
+        test_topk (`int`, defaults to 10): instances kept per video by post-processing.
+    """
+
+    resample = PILImageResampling.BILINEAR
+    image_mean = DEFAULT_MEAN
+    image_std = DEFAULT_STD
+    size = {"shortest_edge": 360, "longest_edge": 1333}
+    default_to_square = False
+    do_resize = True
+    do_center_crop = False
+    do_rescale = False
+    do_normalize = True
+    do_convert_rgb = True
+    do_sample_frames = False
+    do_pad = True
+    size_divisibility = 32
+    test_topk = 10
+    valid_kwargs = GenVISVideoProcessorKwargs
+    model_input_names = ["pixel_values", "pixel_mask"]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_model_config(cls, config, **kwargs) -> GenVISVideoProcessor:
+        """The processor matching a `GenVISConfig` (test resize, mean/std, size divisibility)."""
+        return cls(
+            size={"shortest_edge": config.test_min_size, "longest_edge": config.test_max_size},
+            image_mean=list(config.image_mean),
+            image_std=list(config.image_std),
+            size_divisibility=config.size_divisibility,
+            test_topk=config.test_topk,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ pre-processing
+    def _preprocess(
+        self,
+        videos: list[torch.Tensor],
+        do_resize: bool,
+        size: Any,
+        do_normalize: bool,
+        image_mean: list[float],
+        image_std: list[float],
+        do_pad: bool | None = None,
+        size_divisibility: int | None = None,
+        return_tensors: str | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        do_pad = self.do_pad if do_pad is None else do_pad
+        divisor = (self.size_divisibility if size_divisibility is None else size_divisibility) if do_pad else 1
+        processed = []
+        for index, video in enumerate(videos):
+            if video.dim() != 4 or video.shape[1] != 3:
+                raise ValueError(f"video {index}: expected frames [T, 3, H, W] after RGB conversion, got {tuple(video.shape)}")
+            if video.shape[0] == 0:
+                raise ValueError(f"video {index} has no frames")
+            if do_resize:
+                new_h, new_w = resized_shape(video.shape[2], video.shape[3], size.shortest_edge, size.longest_edge)
+                video = resize_video(video, new_h, new_w)
+            video = video.float()
+            if do_normalize:
+                mean = torch.tensor(image_mean, dtype=torch.float32, device=video.device).view(1, -1, 1, 1)
+                std = torch.tensor(image_std, dtype=torch.float32, device=video.device).view(1, -1, 1, 1)
+                video = (video - mean) / std
+            processed.append(video)
+
+        num_frames = max(v.shape[0] for v in processed)
+        height = math.ceil(max(v.shape[2] for v in processed) / divisor) * divisor
+        width = math.ceil(max(v.shape[3] for v in processed) / divisor) * divisor
+        pixel_values = processed[0].new_zeros((len(processed), num_frames, 3, height, width))
+        pixel_mask = torch.zeros((len(processed), num_frames, height, width), dtype=torch.long)
+        for b, video in enumerate(processed):
+            t, _, h, w = video.shape
+            pixel_values[b, :t, :, :h, :w] = video
+            pixel_mask[b, :t, :h, :w] = 1
+        return BatchFeature(data={"pixel_values": pixel_values, "pixel_mask": pixel_mask}, tensor_type=return_tensors)
+
+    # ------------------------------------------------------------------ post-processing
+    def post_process_video_instance_segmentation(
+        self,
+        outputs,
+        target_sizes: list[tuple[int, int]] | torch.Tensor | None = None,
+        threshold: float = 0.0,
+        top_k: int | None = None,
+        return_rle: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Per-video instances, computed as the original GenVIS inference does.
+
+        For each video: softmax over classes (no-object dropped), max over clips per (query, class), top-k of
+        the flattened `[cQ * K]` table (a query may appear with several labels); each selected query's mask on
+        every frame = its clip's mask embedding x the frame's mask features, bilinearly upsampled to the padded
+        input size, cropped, rescored (score x mean foreground probability over all frames), resized to the
+        target size and thresholded at 0.
+
+        Args:
+            outputs: [`GenVISModelOutput`].
+            target_sizes: `(height, width)` of each video's output masks (the original frame size); defaults to
+                the model-input size of each video.
+            threshold: keep instances with score > threshold (0 keeps all top-k, as the original).
+            top_k: instances per video before thresholding; defaults to the processor's `test_topk` (the model
+                config's `TEST.DETECTIONS_PER_IMAGE`: 10 for YouTube-VIS, 20 for OVIS).
+            return_rle: add `segmentations`: per instance, per frame a COCO RLE dict (`counts` as str).
+
+        Returns:
+            One dict per video, instances sorted by decreasing score: `scores` float `[K]`, `labels` int64 `[K]`
+            (0-based), `masks` bool `[K, T, height, width]` and, with `return_rle`, `segmentations`.
+        """
+        top_k = top_k if top_k is not None else self.test_topk
+        results = []
+        batch = outputs.class_queries_logits.shape[0]
+        if target_sizes is not None and len(target_sizes) != batch:
+            raise ValueError(f"target_sizes has {len(target_sizes)} entries for a batch of {batch} videos")
+        for b in range(batch):
+            target = (
+                tuple(int(s) for s in target_sizes[b]) if target_sizes is not None else tuple(outputs.image_sizes[b].tolist())
+            )
+            results.append(self._post_process_video(outputs, b, target, threshold, top_k, return_rle))
+        return results
+
+    def _post_process_video(self, outputs, b: int, target_size, threshold: float, top_k: int, return_rle: bool):
+        num_clips = int(outputs.num_clips[b])
+        clip_lengths = outputs.clip_lengths[b, :num_clips].tolist()
+        num_frames = int(outputs.video_lengths[b])
+        height, width = outputs.image_sizes[b].tolist()
+        padded_size = tuple(outputs.padded_image_sizes[b].tolist())
+        feature_h, feature_w = padded_size[0] // 4, padded_size[1] // 4
+
+        class_logits = outputs.class_queries_logits[b, :num_clips]  # [num_clips, cQ, K+1]
+        num_classes = class_logits.shape[-1] - 1
+        scores = F.softmax(class_logits, dim=-1)[:, :, :-1].max(dim=0).values  # [cQ, K]
+        k = min(top_k, scores.numel())
+        scores, flat_indices = scores.flatten().topk(k, sorted=False)
+        labels = flat_indices % num_classes
+        queries = torch.div(flat_indices, num_classes, rounding_mode="floor")
+
+        mask_embeddings = outputs.mask_embeddings[b, :num_clips][:, queries]  # [num_clips, k, D]
+        mask_features = outputs.mask_features[b, :num_frames, :, :feature_h, :feature_w]  # [T, D, h4, w4]
+        numerator = torch.zeros(k, dtype=torch.float32, device=scores.device)
+        denominator = torch.zeros(k, dtype=torch.float32, device=scores.device)
+        masks = []
+        start = 0
+        for clip, length in enumerate(clip_lengths):
+            logits = torch.einsum("qc,tchw->qthw", mask_embeddings[clip], mask_features[start : start + length])
+            start += length
+            logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
+            logits = logits[:, :, :height, :width]  # [k, Tc, H, W]
+            soft = logits.sigmoid()
+            hard = soft > 0.5
+            numerator += (soft.flatten(1) * hard.flatten(1)).sum(1)
+            denominator += hard.flatten(1).sum(1)
+            masks.append(F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False) > 0.0)
+        scores = scores * (numerator / (denominator + 1e-6))
+        masks = torch.cat(masks, dim=1)  # [k, T, out_h, out_w]
+
+        order = torch.argsort(scores, descending=True, stable=True)
+        order = order[scores[order] > threshold] if threshold > 0 else order
+        result = {"scores": scores[order].cpu(), "labels": labels[order].cpu(), "masks": masks[order].cpu()}
+        if return_rle:
+            result["segmentations"] = [[mask_to_rle(frame) for frame in instance] for instance in result["masks"]]
+        return result
+
+
+__all__ = ["GenVISVideoProcessor", "resized_shape", "resize_video"]
