@@ -140,6 +140,23 @@ class GenVISPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["GenVISFrameDecoder", "GenVISObjectDecoder", "GenVISPixelDecoder"]
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then every tensor moved to freshly allocated storage.
+
+        safetensors weights arrive memory-mapped at arbitrary offsets of the file; CPU GEMM kernels take
+        different (differently rounded) paths on unaligned data, so a reloaded model would differ from the
+        saved one in the last bits. Copying into new (64-byte aligned) storage makes a save/load round trip
+        bitwise identical and detaches the model from the file.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                    tensor.data = tensor.data.clone()
+        return loaded
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialisation of the original code, module by module (weights of a checkpoint replace it)."""
