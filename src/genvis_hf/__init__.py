@@ -1,7 +1,7 @@
 """GenVIS video instance segmentation in the Hugging Face Transformers style.
 
 Importing the package registers `GenVISConfig`, `GenVISModel`, `GenVISForVideoInstanceSegmentation` and
-`GenVISVideoProcessor` with transformers' Auto classes.
+`GenVISVideoProcessor` with transformers' Auto classes, and the `video-instance-segmentation` pipeline.
 """
 
 __version__ = "0.1.0"
@@ -10,8 +10,10 @@ from .auto import AutoModelForVideoInstanceSegmentation, register_auto_classes
 from .configuration import GenVISConfig
 from .modeling import ClipMemory, GenVISForVideoInstanceSegmentation, GenVISModel, GenVISModelOutput
 from .processing import GenVISVideoProcessor
+from .pipelines import VideoInstanceSegmentationPipeline, register_pipeline
 
 register_auto_classes()
+register_pipeline()
 
 __all__ = [
     "AutoModelForVideoInstanceSegmentation",
@@ -21,4 +23,5 @@ __all__ = [
     "GenVISModel",
     "GenVISModelOutput",
     "GenVISVideoProcessor",
+    "VideoInstanceSegmentationPipeline",
 ]

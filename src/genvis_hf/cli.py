@@ -13,6 +13,7 @@ import sys
 _COMMANDS = {
     "convert": ("genvis_hf.conversion.commands:add_convert_command", "convert an original GenVIS checkpoint"),
     "score": ("genvis_hf.evaluation.commands:add_score_command", "score a YouTube-VIS results file"),
+    "segment": ("genvis_hf.segment_command:add_segment_command", "segment and track the objects of videos"),
 }
 
 

@@ -329,14 +329,15 @@ class GenVISModel(GenVISPreTrainedModel):
 
     # ------------------------------------------------------------------ the clip loop
     def forward_video_group(self, pixel_values: torch.Tensor, clip_memory: ClipMemory | None = None,
-                            output_hidden_states: bool = False) -> tuple[list[ClipOutput], ClipMemory]:  # fmt: skip
+                            output_hidden_states: bool = False,
+                            clip_length: int | None = None) -> tuple[list[ClipOutput], ClipMemory]:  # fmt: skip
         """Run G videos of identical length and size clip by clip: `[G, T, 3, H, W]` -> per-clip outputs.
 
         Clip i holds frames `[i * W, (i + 1) * W)`; the last clip may be shorter. `clip_memory` continues a
         previous call on earlier frames of the same videos (then T should be a multiple of the clip length,
-        except for the video's final call)."""
+        except for the video's final call). `clip_length` overrides `config.clip_length`."""
         memory = clip_memory if clip_memory is not None else ClipMemory()
-        clip_length = self.config.clip_length
+        clip_length = clip_length or self.config.clip_length
         outputs = []
         for start in range(0, pixel_values.shape[1], clip_length):
             clip = self.forward_clip(pixel_values[:, start : start + clip_length], memory, output_hidden_states)
@@ -374,6 +375,7 @@ class GenVISModel(GenVISPreTrainedModel):
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor | None = None,
         clip_memory: ClipMemory | None = None,
+        clip_length: int | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -387,6 +389,8 @@ class GenVISModel(GenVISPreTrainedModel):
                 1 on real pixels of real frames, 0 on padding (different sizes or lengths in one batch).
             clip_memory (`ClipMemory`, *optional*):
                 `outputs.clip_memory` of a previous call on the preceding frames of the same video(s).
+            clip_length (`int`, *optional*): frames per clip, overriding `config.clip_length` (1 = online,
+                3 = semi-online; released models were trained with their config's value).
             output_hidden_states (`bool`, *optional*): also return backbone and pixel-decoder features.
         """
         output_hidden_states = (
@@ -417,7 +421,7 @@ class GenVISModel(GenVISPreTrainedModel):
         final_memory = None
         for (length, padded_h, padded_w), members in groups.items():
             clips, final_memory = self.forward_video_group(
-                pixel_values[members, :length, :, :padded_h, :padded_w], clip_memory, output_hidden_states
+                pixel_values[members, :length, :, :padded_h, :padded_w], clip_memory, output_hidden_states, clip_length
             )
             self._scatter_group(clips, members, per_video)
 
@@ -498,6 +502,7 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor | None = None,
         clip_memory: ClipMemory | None = None,
+        clip_length: int | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -507,6 +512,19 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
             pixel_values,
             pixel_mask=pixel_mask,
             clip_memory=clip_memory,
+            clip_length=clip_length,
             output_hidden_states=output_hidden_states,
             return_dict=return_dict,
         )
+
+    def segment_video(self, video, processor=None, **kwargs):
+        """Segment one video (file, frames directory, array or frame list) clip by clip in bounded memory.
+
+        Returns a `genvis_hf.inference.VideoSegmentation`; see `genvis_hf.inference.segment_video` for the
+        options (`target_size`, `threshold`, `top_k`, `clip_length`, `max_frames`, `progress`, ...).
+        """
+        from ..inference import segment_video  # noqa: PLC0415  (inference composes model and processing)
+        from ..processing.video_processing_genvis import GenVISVideoProcessor  # noqa: PLC0415
+
+        processor = processor or GenVISVideoProcessor.from_model_config(self.config)
+        return segment_video(self, processor, video, **kwargs)

@@ -4,6 +4,7 @@ of 32 and batch videos; post-process model outputs into per-video instances (sco
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,9 @@ from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
+from .post_processing import MaskRenderer, score_order, select_instances
 from .rle import mask_to_rle
+from .video_io import VideoInputError, read_video
 
 DEFAULT_MEAN = [123.675, 116.28, 103.53]
 DEFAULT_STD = [58.395, 57.12, 57.375]
@@ -54,6 +57,25 @@ def resize_video(video: torch.Tensor, new_height: int, new_width: int) -> torch.
             frames.append(resized[:, :, None] if resized.ndim == 2 else resized)
         return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(video.device)
     return F.interpolate(video.float(), size=(new_height, new_width), mode="bilinear", align_corners=False)
+
+
+def _is_frame(item: Any) -> bool:
+    """A single image (PIL, or a 2-D/3-D array or tensor), as opposed to a video."""
+    return isinstance(item, Image.Image) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim in (2, 3))
+
+
+def split_videos(videos: Any) -> list[Any]:
+    """The videos of a processor call: a path, a `[T, ...]` array/tensor or a list of frames is one video; a
+    list of those is a batch."""
+    if isinstance(videos, (str, os.PathLike)) or (isinstance(videos, (np.ndarray, torch.Tensor)) and videos.ndim == 4):
+        return [videos]
+    if isinstance(videos, (list, tuple)):
+        if len(videos) == 0:
+            raise VideoInputError("no videos given")
+        if all(_is_frame(item) for item in videos):
+            return [list(videos)]
+        return list(videos)
+    raise VideoInputError(f"unsupported videos input of type {type(videos).__name__}")
 
 
 class GenVISVideoProcessor(BaseVideoProcessor):
@@ -104,6 +126,14 @@ class GenVISVideoProcessor(BaseVideoProcessor):
             test_topk=config.test_topk,
             **kwargs,
         )
+
+    # ------------------------------------------------------------------ input handling
+    def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
+        """Accept paths (video files, frame directories), arrays/tensors and frame lists; see `VideoReader`."""
+        return [torch.from_numpy(read_video(v)).permute(0, 3, 1, 2) for v in split_videos(videos)], None
+
+    def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
+        return [video.to(device) for video in videos] if device is not None else videos
 
     # ------------------------------------------------------------------ pre-processing
     def _preprocess(
@@ -192,42 +222,23 @@ class GenVISVideoProcessor(BaseVideoProcessor):
 
     def _post_process_video(self, outputs, b: int, target_size, threshold: float, top_k: int, return_rle: bool):
         num_clips = int(outputs.num_clips[b])
-        clip_lengths = outputs.clip_lengths[b, :num_clips].tolist()
         num_frames = int(outputs.video_lengths[b])
-        height, width = outputs.image_sizes[b].tolist()
         padded_size = tuple(outputs.padded_image_sizes[b].tolist())
-        feature_h, feature_w = padded_size[0] // 4, padded_size[1] // 4
-
-        class_logits = outputs.class_queries_logits[b, :num_clips]  # [num_clips, cQ, K+1]
-        num_classes = class_logits.shape[-1] - 1
-        scores = F.softmax(class_logits, dim=-1)[:, :, :-1].max(dim=0).values  # [cQ, K]
-        k = min(top_k, scores.numel())
-        scores, flat_indices = scores.flatten().topk(k, sorted=False)
-        labels = flat_indices % num_classes
-        queries = torch.div(flat_indices, num_classes, rounding_mode="floor")
-
-        mask_embeddings = outputs.mask_embeddings[b, :num_clips][:, queries]  # [num_clips, k, D]
-        mask_features = outputs.mask_features[b, :num_frames, :, :feature_h, :feature_w]  # [T, D, h4, w4]
-        numerator = torch.zeros(k, dtype=torch.float32, device=scores.device)
-        denominator = torch.zeros(k, dtype=torch.float32, device=scores.device)
-        masks = []
-        start = 0
-        for clip, length in enumerate(clip_lengths):
-            logits = torch.einsum("qc,tchw->qthw", mask_embeddings[clip], mask_features[start : start + length])
+        selected = select_instances(outputs.class_queries_logits[b, :num_clips], top_k)
+        renderer = MaskRenderer(tuple(outputs.image_sizes[b].tolist()), padded_size, target_size)
+        features = outputs.mask_features[b, :num_frames, :, : padded_size[0] // 4, : padded_size[1] // 4]
+        masks, start = [], 0
+        for clip, length in enumerate(outputs.clip_lengths[b, :num_clips].tolist()):
+            embeddings = outputs.mask_embeddings[b, clip, selected.queries]  # [k, D]
+            masks.append(renderer.add_clip(embeddings, features[start : start + length]))
             start += length
-            logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
-            logits = logits[:, :, :height, :width]  # [k, Tc, H, W]
-            soft = logits.sigmoid()
-            hard = soft > 0.5
-            numerator += (soft.flatten(1) * hard.flatten(1)).sum(1)
-            denominator += hard.flatten(1).sum(1)
-            masks.append(F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False) > 0.0)
-        scores = scores * (numerator / (denominator + 1e-6))
-        masks = torch.cat(masks, dim=1)  # [k, T, out_h, out_w]
-
-        order = torch.argsort(scores, descending=True, stable=True)
-        order = order[scores[order] > threshold] if threshold > 0 else order
-        result = {"scores": scores[order].cpu(), "labels": labels[order].cpu(), "masks": masks[order].cpu()}
+        scores = renderer.rescored(selected.scores)
+        order = score_order(scores, threshold)
+        result = {
+            "scores": scores[order].cpu(),
+            "labels": selected.labels[order].cpu(),
+            "masks": torch.cat(masks, dim=1)[order].cpu(),  # [k, T, out_h, out_w]
+        }
         if return_rle:
             result["segmentations"] = [[mask_to_rle(frame) for frame in instance] for instance in result["masks"]]
         return result

@@ -1,0 +1,311 @@
+"""Reading frames from anything a user may hand us, one frame at a time, and writing videos atomically.
+
+Sources: a video file (decoded frame by frame with PyAV, never whole), a directory of image files (natural
+order of file names), or in-memory frames (an array / tensor `[T, H, W, C]` or `[T, C, H, W]`, or a list of
+PIL images, arrays or tensors, HWC or CHW). Every frame comes out as an RGB `[H, W, 3]` array: uint8, or
+float32 on the 0-255 scale (float input whose values are all <= 1 is taken as 0-1 and scaled by 255).
+Grayscale frames are repeated to RGB, RGBA frames lose their alpha channel.
+
+Bad input raises `VideoInputError` with one line naming the source and the frame. Behaviour on damage:
+- a decoding error mid-file is an error naming the last good frame;
+- a file that ends before the duration its header announces (a truncated copy) is an error unless
+  `allow_truncated=True`, which keeps the decodable frames and sets `reader.truncated`;
+- a frame whose size differs from the first frame's is an error (GenVIS needs one size per video).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class VideoInputError(ValueError):
+    """A video, frame directory or frame cannot be used; the message names the source and the frame."""
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def to_rgb_frame(frame: Any, where: str) -> np.ndarray:
+    """One frame -> RGB `[H, W, 3]` uint8 or float32 (0-255). `where` names it in errors ("clip.mp4 frame 3")."""
+    if isinstance(frame, Image.Image):
+        return np.asarray(frame.convert("RGB"))
+    array = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise VideoInputError(f"{where}: expected an image [H, W, C] or [C, H, W], got shape {array.shape}")
+    if array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # CHW -> HWC
+    channels = array.shape[2]
+    if channels == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif channels == 4:
+        array = array[:, :, :3]
+    elif channels != 3:
+        raise VideoInputError(f"{where}: {channels} channels (expected 1, 3 or 4), shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise VideoInputError(f"{where}: empty image of shape {array.shape}")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise VideoInputError(f"{where}: unsupported pixel type {array.dtype}")
+    if np.issubdtype(array.dtype, np.integer):
+        if array.min() < 0 or array.max() > 255:
+            raise VideoInputError(f"{where}: integer pixels outside 0..255 ({array.min()}..{array.max()})")
+        return array.astype(np.uint8)
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise VideoInputError(f"{where}: non-finite pixel values")
+    return array * 255.0 if array.max() <= 1.0 else array
+
+
+class VideoReader:
+    """Iterate over the RGB frames of a source, checking that they all have the same size.
+
+    Args:
+        source: video file path, frames directory path, array/tensor `[T, ...]` or a list of frames.
+        max_frames: stop after this many frames.
+        allow_truncated: accept a video file that ends before its announced duration (see module doc).
+
+    Attributes: `name` (for messages and output files), `fps` (None when unknown), `num_frames_hint` (from
+    metadata, may be wrong), `truncated`, `frames_read` (after iteration).
+    """
+
+    def __init__(self, source: Any, max_frames: int | None = None, allow_truncated: bool = False):
+        self.source = source
+        self.max_frames = max_frames
+        self.allow_truncated = allow_truncated
+        self.truncated = False
+        self.frames_read = 0
+        self.fps: float | None = None
+        self.num_frames_hint: int | None = None
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            self.name = path.stem if path.is_file() else path.name
+            if not path.exists():
+                raise VideoInputError(f"{path}: no such file or directory")
+            self.kind = "directory" if path.is_dir() else "file"
+            self.path = path
+            if self.kind == "directory":
+                self._files = sorted(
+                    (p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: _natural_key(p.name)
+                )
+                if not self._files:
+                    raise VideoInputError(f"{path}: no image frames ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                self.num_frames_hint = len(self._files)
+            else:
+                self._probe_file()
+        else:
+            self.kind = "frames"
+            self.name = "video"
+            self.path = None
+            if isinstance(source, (np.ndarray, torch.Tensor)) and source.ndim in (3, 4):
+                self.num_frames_hint = int(source.shape[0])
+            elif isinstance(source, (list, tuple)):
+                self.num_frames_hint = len(source)
+            else:
+                raise VideoInputError(
+                    f"unsupported video input {type(source).__name__}: give a path, an array/tensor [T, H, W, C] or "
+                    "[T, C, H, W], or a list of frames"
+                )
+            if self.num_frames_hint == 0:
+                raise VideoInputError("video: no frames")
+        if max_frames is not None and self.num_frames_hint is not None:
+            self.num_frames_hint = min(self.num_frames_hint, max_frames)
+
+    # ------------------------------------------------------------------ video files
+    def _probe_file(self) -> None:
+        import av
+
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise VideoInputError(f"{self.path}: contains no video stream")
+                stream = container.streams.video[0]
+                self.fps = float(stream.average_rate) if stream.average_rate else None
+                self.num_frames_hint = int(stream.frames) or None
+        except VideoInputError:
+            raise
+        except Exception as error:  # av.error.* and OSError: not a container ffmpeg understands
+            raise VideoInputError(f"{self.path}: not a readable video ({_reason(error)})") from error
+
+    def _decode_file(self) -> Iterator[np.ndarray]:
+        import av
+
+        try:
+            container = av.open(str(self.path))
+        except Exception as error:
+            raise VideoInputError(f"{self.path}: not a readable video ({_reason(error)})") from error
+        with container:
+            stream = container.streams.video[0]
+            last_pts, index = None, 0
+            iterator = container.decode(stream)
+            while True:
+                try:
+                    frame = next(iterator)
+                except StopIteration:
+                    break
+                except Exception as error:
+                    raise VideoInputError(
+                        f"{self.path}: decoding failed after frame {index - 1 if index else 'none'} "
+                        f"(frame {index} is damaged: {_reason(error)})"
+                    ) from error
+                last_pts = frame.pts if frame.pts is not None else last_pts
+                yield frame.to_ndarray(format="rgb24")
+                index += 1
+            if index and not self.allow_truncated and self._looks_truncated(stream, last_pts):
+                raise VideoInputError(
+                    f"{self.path}: ends after frame {index - 1} ({self._seconds(stream, last_pts):.2f} s) but its header "
+                    f"announces {self._announced_seconds(stream):.2f} s: the file looks truncated "
+                    "(allow_truncated=True / --allow-truncated segments the decodable part)"
+                )
+            self.truncated = bool(index) and self._looks_truncated(stream, last_pts)
+
+    @staticmethod
+    def _seconds(stream, pts) -> float:
+        start = stream.start_time or 0
+        frame_seconds = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+        return float((pts - start) * stream.time_base) + frame_seconds if pts is not None else 0.0
+
+    @staticmethod
+    def _announced_seconds(stream) -> float:
+        by_duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
+        by_frames = stream.frames / float(stream.average_rate) if stream.frames and stream.average_rate else 0.0
+        return max(by_duration, by_frames)
+
+    def _looks_truncated(self, stream, last_pts) -> bool:
+        announced = self._announced_seconds(stream)
+        if not announced or last_pts is None:
+            return False
+        frame_seconds = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+        return self._seconds(stream, last_pts) < announced - max(2 * frame_seconds, 0.02 * announced)
+
+    # ------------------------------------------------------------------ iteration
+    def _raw_frames(self) -> Iterator[tuple[Any, str]]:
+        if self.kind == "file":
+            for index, frame in enumerate(self._decode_file()):
+                yield frame, f"{self.path} frame {index}"
+        elif self.kind == "directory":
+            for index, file in enumerate(self._files):
+                try:
+                    with Image.open(file) as image:
+                        image.load()
+                        frame = image.convert("RGB") if image.mode not in ("RGB", "L", "RGBA") else image.copy()
+                except Exception as error:
+                    raise VideoInputError(f"{file}: frame {index} could not be read ({_reason(error)})") from error
+                yield frame, f"{file} (frame {index})"
+        else:
+            source = self.source
+            if isinstance(source, (np.ndarray, torch.Tensor)) and source.ndim == 4 and source.shape[-1] not in (1, 3, 4) \
+                    and source.shape[1] in (1, 3, 4):  # fmt: skip
+                source = source.permute(0, 2, 3, 1) if isinstance(source, torch.Tensor) else source.transpose(0, 2, 3, 1)
+            for index, frame in enumerate(source):
+                yield frame, f"video frame {index}"
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        size = None
+        self.frames_read = 0
+        for raw, where in self._raw_frames():
+            if self.max_frames is not None and self.frames_read >= self.max_frames:
+                break
+            frame = to_rgb_frame(raw, where)
+            if size is None:
+                size = frame.shape[:2]
+            elif frame.shape[:2] != size:
+                raise VideoInputError(
+                    f"{where}: size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's {size[1]}x{size[0]}"
+                )
+            self.frames_read += 1
+            yield frame
+        if self.frames_read == 0:
+            raise VideoInputError(f"{self.path or 'video'}: no decodable frames")
+
+
+def read_video(source: Any, max_frames: int | None = None, allow_truncated: bool = False) -> np.ndarray:
+    """All frames of a source as `[T, H, W, 3]` (uint8, or float32 if any frame is float)."""
+    frames = list(VideoReader(source, max_frames=max_frames, allow_truncated=allow_truncated))
+    if any(f.dtype != np.uint8 for f in frames):
+        frames = [f.astype(np.float32) for f in frames]
+    return np.stack(frames)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:200]
+
+
+class AtomicOutput:
+    """A file written under a temporary name in the destination's directory and renamed when closed cleanly.
+
+    `with AtomicOutput(path) as temp_path: ...write temp_path...`: on an exception the temporary file is removed
+    and `path` is untouched; a previous file at `path` is replaced only on success.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}",
+                                        dir=self.path.parent)  # fmt: skip
+        os.close(handle)
+        self.temp = Path(name)
+        return self.temp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.chmod(self.temp, 0o644)
+            os.replace(self.temp, self.path)
+        else:
+            self.temp.unlink(missing_ok=True)
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
+    """Write RGB uint8 `[H, W, 3]` frames to `.mp4` (H.264, yuv420p; odd sizes padded by one pixel) or
+    `.gif`, atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with AtomicOutput(path) as temp:
+        if suffix == ".gif":
+            images = [Image.fromarray(frame) for frame in frames]
+            if not images:
+                raise ValueError("no frames to write")
+            images[0].save(temp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=max(int(round(1000 / fps)), 20), loop=0)  # fmt: skip
+        elif suffix == ".mp4":
+            import av
+            from fractions import Fraction
+
+            written = 0
+            with av.open(str(temp), mode="w", format="mp4") as container:
+                stream = None
+                for frame in frames:
+                    height, width = frame.shape[:2]
+                    if stream is None:
+                        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+                        stream.width, stream.height = width + width % 2, height + height % 2
+                        stream.pix_fmt = "yuv420p"
+                    if width % 2 or height % 2:
+                        frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                        container.mux(packet)
+                    written += 1
+                if stream is None:
+                    raise ValueError("no frames to write")
+                for packet in stream.encode():
+                    container.mux(packet)
+        else:
+            raise ValueError(f"{path}: unsupported video format {suffix!r} (use .mp4 or .gif)")
+    return path

@@ -1,0 +1,107 @@
+"""`genvis-hf segment VIDEO_OR_FRAMES_DIR... --output-dir OUT`: results JSON (and overlays) per video.
+
+For each input `NAME` (file stem or directory name) it writes `OUT/NAME.json`: a list of YouTube-VIS result
+entries (`video_id` = NAME, `category_id` = label + 1, `score`, `segmentations` = per-frame COCO RLE) with the
+class name under `label`; with `--overlay`, `OUT/NAME.mp4` (and `OUT/NAME.gif` with `--gif`). Every file is
+written under a temporary name and renamed when complete. A bad input is reported on one line and the others
+are still processed; the exit code is 1 if any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def bundled_model_dir() -> Path:
+    """The small model shipped with the package (trained on synthetic shapes), used when --model is omitted."""
+    return Path(__file__).resolve().parent / "assets" / "genvis-tiny"
+
+
+def load_model_and_processor(model: str | None, device: str = "cpu"):
+    """A GenVIS model + processor from a directory, an installed name (HF cache), or the bundled model."""
+    from transformers import AutoVideoProcessor
+
+    from .auto import AutoModelForVideoInstanceSegmentation
+
+    source = model or str(bundled_model_dir())
+    if model is None and not bundled_model_dir().is_dir():
+        raise FileNotFoundError("no --model given and no bundled model in this installation")
+    try:
+        loaded = AutoModelForVideoInstanceSegmentation.from_pretrained(source)
+        processor = AutoVideoProcessor.from_pretrained(source)
+    except OSError as error:
+        raise FileNotFoundError(
+            f"{source}: not a model directory or an installed model name "
+            f"(convert a released checkpoint with `genvis-hf convert`) [{str(error).splitlines()[0]}]"
+        ) from error
+    return loaded.to(device).eval(), processor
+
+
+def add_segment_command(parser: argparse.ArgumentParser):
+    parser.description = "Segment and track every object of videos (files or frame directories)."
+    parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAMES_DIR")
+    parser.add_argument("--model", help="model directory or installed name (default: the bundled genvis-tiny)")
+    parser.add_argument("--output-dir", required=True, type=Path)
+    parser.add_argument("--overlay", action="store_true", help="also write OUT/NAME.mp4 with the instances drawn")
+    parser.add_argument("--gif", action="store_true", help="also write OUT/NAME.gif (implies --overlay)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--clip-length", type=int, help="frames per clip (1 online, 3 semi-online; default: model's)")
+    parser.add_argument("--max-frames", type=int, help="segment only the first N frames")
+    parser.add_argument("--fps", type=float, help="overlay frame rate (default: the source's, else 10)")
+    parser.add_argument("--threshold", type=float, default=0.0, help="keep instances scoring above this")
+    parser.add_argument("--top-k", type=int, help="instances per video (default: the model's test_topk)")
+    parser.add_argument("--overlay-threshold", type=float, default=0.5, help="draw instances scoring at least this")
+    parser.add_argument("--allow-truncated", action="store_true", help="segment the decodable part of truncated files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return run_segment
+
+
+def _output_names(inputs: list[str]) -> list[str]:
+    names = [Path(item).stem if Path(item).is_file() else Path(item).name for item in inputs]
+    seen: dict[str, str] = {}
+    for item, name in zip(inputs, names):
+        if name in seen:
+            raise ValueError(f"inputs {seen[name]} and {item} would both write {name}.json: rename one")
+        seen[name] = item
+    return names
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from .inference import segment_video
+    from .processing.video_io import AtomicOutput, VideoInputError, VideoReader, write_video
+    from .processing.visualize import overlay_video
+
+    try:
+        names = _output_names(args.inputs)
+        model, processor = load_model_and_processor(args.model, args.device)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    failures = 0
+    for source, name in zip(args.inputs, names):
+        try:
+            result = segment_video(
+                model, processor, source, threshold=args.threshold, top_k=args.top_k, clip_length=args.clip_length,
+                max_frames=args.max_frames, allow_truncated=args.allow_truncated, progress=not args.no_progress,
+            )  # fmt: skip
+            with AtomicOutput(args.output_dir / f"{name}.json") as temp:
+                temp.write_text(json.dumps(result.to_ytvis_results(video_id=name)))
+            written = [args.output_dir / f"{name}.json"]
+            if args.overlay or args.gif:
+                fps = args.fps or result.fps or 10.0
+                formats = [".mp4"] + ([".gif"] if args.gif else [])
+                for suffix in formats:
+                    frames = VideoReader(source, max_frames=result.num_frames, allow_truncated=True)
+                    path = write_video(args.output_dir / f"{name}{suffix}", overlay_video(frames, result,
+                                       args.overlay_threshold), fps=fps)  # fmt: skip
+                    written.append(path)
+            flag = " (truncated source: decodable part only)" if result.truncated else ""
+            print(f"{source}: {result.num_frames} frames, {len(result)} instances -> "
+                  f"{', '.join(str(p) for p in written)}{flag}")  # fmt: skip
+        except (VideoInputError, OSError, ValueError) as error:
+            failures += 1
+            print(f"error: {error}", file=sys.stderr)
+    return 1 if failures else 0

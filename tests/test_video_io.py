@@ -1,0 +1,114 @@
+"""Reading every supported input form, and one clear error (naming file and frame) for every bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import shared_dir
+from genvis_hf.processing.video_io import AtomicOutput, VideoInputError, VideoReader, read_video, write_video
+
+TREE = shared_dir() / "data" / "videos" / "tree.avi"
+BOX = shared_dir() / "data" / "videos" / "box.mp4"
+
+
+@pytest.fixture(scope="module")
+def tree_frames():
+    return read_video(TREE)
+
+
+def test_video_file_decodes_every_frame(tree_frames):
+    assert tree_frames.shape == (68, 240, 320, 3) and tree_frames.dtype == np.uint8
+    reader = VideoReader(TREE)
+    assert reader.name == "tree" and reader.fps == pytest.approx(15.0, rel=1e-3)
+
+
+def test_frames_directory_in_natural_order(tmp_path, tree_frames):
+    for index in [10, 2, 1, 0]:  # written out of order, names whose lexical order is wrong
+        Image.fromarray(tree_frames[index]).save(tmp_path / f"frame_{index}.png")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    frames = read_video(tmp_path)
+    assert np.array_equal(frames, tree_frames[[0, 1, 2, 10]])
+
+
+@pytest.mark.parametrize("form", ["pil_list", "hwc_numpy", "chw_tensor", "float_0_1", "float_0_255", "gray", "rgba"])
+def test_in_memory_forms(form, tree_frames):
+    frames = tree_frames[:3]
+    expected = frames.astype(np.float32)
+    video = {
+        "pil_list": [Image.fromarray(f) for f in frames],
+        "hwc_numpy": frames,
+        "chw_tensor": torch.from_numpy(frames).permute(0, 3, 1, 2),
+        "float_0_1": frames.astype(np.float32) / 255,
+        "float_0_255": frames.astype(np.float32),
+        "gray": frames[..., 0],
+        "rgba": np.concatenate([frames, np.full(frames.shape[:3] + (1,), 7, np.uint8)], -1),
+    }[form]
+    if form == "gray":
+        video = [f for f in video]  # a list of 2-D frames
+        expected = np.repeat(frames[..., :1], 3, -1).astype(np.float32)
+    out = read_video(video).astype(np.float32)
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, tree_frames):
+    cases = {}
+    (tmp_path / "text.mp4").write_text("this is not a video")
+    cases["not a video"] = (tmp_path / "text.mp4", "not a readable video")
+    cases["missing"] = (tmp_path / "missing.mp4", "no such file")
+    (tmp_path / "empty_dir").mkdir()
+    cases["empty dir"] = (tmp_path / "empty_dir", "no image frames")
+    cases["zero frames"] = ([], "no frames")
+    mixed = [tree_frames[0], tree_frames[1], np.zeros((100, 100, 3), np.uint8)]
+    cases["size change"] = (mixed, "video frame 2: size 100x100 differs")
+    (tmp_path / "broken_frames").mkdir()
+    Image.fromarray(tree_frames[0]).save(tmp_path / "broken_frames" / "0.png")
+    (tmp_path / "broken_frames" / "1.png").write_bytes(b"garbage")
+    cases["unreadable image"] = (tmp_path / "broken_frames", "1.png: frame 1 could not be read")
+    cases["five channels"] = ([np.zeros((8, 8, 5), np.uint8)], "5 channels")
+    for name, (source, message) in cases.items():
+        with pytest.raises(VideoInputError) as error:
+            read_video(source)
+        assert message in str(error.value), f"{name}: {error.value}"
+        assert "\n" not in str(error.value)
+
+
+def test_truncated_copies(tmp_path):
+    data = TREE.read_bytes()
+    truncated_avi = tmp_path / "tree_half.avi"
+    truncated_avi.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoInputError, match=r"tree_half.avi: ends after frame \d+ .* looks truncated"):
+        read_video(truncated_avi)
+    reader = VideoReader(truncated_avi, allow_truncated=True)
+    frames = list(reader)
+    assert 20 < len(frames) < 68 and reader.truncated
+
+    data = BOX.read_bytes()
+    truncated_mp4 = tmp_path / "box_half.mp4"
+    truncated_mp4.write_bytes(data[: len(data) // 2])  # the index is at the end: nothing decodes cleanly
+    with pytest.raises(VideoInputError, match=r"box_half.mp4: .*(not a readable video|decoding failed|truncated)"):
+        read_video(truncated_mp4)
+
+
+def test_damaged_file_of_the_samples_decodes(tmp_path):
+    """Megamind_bugy.avi has corrupted data that the decoder conceals: all 270 frames are returned (documented)."""
+    reader = VideoReader(shared_dir() / "data" / "videos" / "Megamind_bugy.avi", max_frames=12)
+    assert len(list(reader)) == 12
+
+
+def test_atomic_writes_leave_nothing_on_failure(tmp_path):
+    def failing_frames():
+        yield np.zeros((32, 48, 3), np.uint8)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_video(tmp_path / "out.mp4", failing_frames())
+    with pytest.raises(RuntimeError):
+        with AtomicOutput(tmp_path / "out.json") as temp:
+            temp.write_text("[")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    path = write_video(tmp_path / "ok.mp4", (np.full((33, 47, 3), i * 20, np.uint8) for i in range(5)), fps=5)
+    assert len(read_video(path)) == 5
