@@ -76,17 +76,18 @@ class GenVISFrameDecoder(nn.Module):
         self.class_predictor = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embedder = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
-    def _prediction_head(self, queries: torch.Tensor, mask_features: torch.Tensor, mask_size, with_class: bool):
-        """Normalised queries `[N, fQ, C]`, mask logits `[N, fQ, H4, W4]`, attention mask for the next layer
-        `[N, 1, fQ, h*w]` (True = attend) and, if asked, class logits `[N, fQ, K+1]`."""
-        normed = self.decoder_norm(queries)
-        mask_embeddings = self.mask_embedder(normed)  # [N, fQ, D]
-        mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
-        resized = F.interpolate(mask_logits, size=mask_size, mode="bilinear", align_corners=False)
-        blocked = resized.sigmoid().flatten(2) < 0.5  # [N, fQ, h*w]
+    def _attention_mask(self, mask_embeddings: torch.Tensor, level_mask_features: torch.Tensor) -> torch.Tensor:
+        """Where each query may attend at the next layer's level: `[N, 1, fQ, h*w]`, True = attend.
+
+        The original computes the stride-4 masks and resizes them bilinearly to the level's size. Bilinear
+        resizing is linear per channel and commutes with the per-pixel product `embedding . features`, so the
+        product is taken directly on the resized mask features (`level_mask_features`, `[N, D, h, w]`): the same
+        masks, at a fraction of the cost.
+        """
+        logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, level_mask_features)
+        blocked = logits.sigmoid().flatten(2) < 0.5  # [N, fQ, h*w]
         blocked[blocked.all(-1)] = False  # a query with an empty mask attends everywhere
-        class_logits = self.class_predictor(normed) if with_class else None
-        return normed, mask_logits, (~blocked).unsqueeze(1).detach(), class_logits
+        return (~blocked).unsqueeze(1).detach()
 
     def forward(self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor,
                 output_all_heads: bool = False, output_predictions: bool = False) -> FrameDecoderOutput:  # fmt: skip
@@ -99,32 +100,47 @@ class GenVISFrameDecoder(nn.Module):
         """
         memories, memory_positions, sizes = [], [], []
         for level, (x, projection) in enumerate(zip(multi_scale_features, self.input_projections)):
-            sizes.append(x.shape[-2:])
+            sizes.append(tuple(x.shape[-2:]))
             position = sine_position_embedding(x.shape[0], x.shape[2], x.shape[3], self.hidden_dim // 2, x.device)
             memory_positions.append(position.flatten(2).transpose(1, 2))  # [N, HW, C]
-            memory = projection(x).flatten(2) + self.level_embed.weight[level][None, :, None]
-            memories.append(memory.transpose(1, 2))  # [N, HW, C]
+            memory = projection(x).permute(0, 2, 3, 1).flatten(1, 2)  # [N, HW, C]
+            memories.append(memory + self.level_embed.weight[level])
+
+        if output_predictions:  # full-resolution masks are needed anyway: resize them, as the original
+            level_mask_features = None
+        else:
+            level_mask_features = [
+                F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes
+            ]
 
         batch = multi_scale_features[0].shape[0]
         query_position = self.query_position_embeddings.weight.unsqueeze(0).expand(batch, -1, -1)  # [N, fQ, C]
         queries = self.query_features.weight.unsqueeze(0).expand(batch, -1, -1)
-
         num_layers = len(self.layers)
         head_outputs: list[tuple] = []
-        keep_head = [output_all_heads or i == num_layers for i in range(num_layers + 1)]
-        normed, mask_logits, attention_mask, class_logits = self._prediction_head(
-            queries, mask_features, sizes[0], with_class=output_predictions and keep_head[0]
-        )
-        if keep_head[0]:
-            head_outputs.append((normed, class_logits, mask_logits))
-        for i, layer in enumerate(self.layers):
-            level = i % self.num_levels
-            queries = layer(queries, memories[level], memory_positions[level], query_position, attention_mask)
-            normed, mask_logits, attention_mask, class_logits = self._prediction_head(
-                queries, mask_features, sizes[(i + 1) % self.num_levels],
-                with_class=output_predictions and keep_head[i + 1],
-            )  # fmt: skip
-            if keep_head[i + 1]:
+        attention_mask = None
+        for head in range(num_layers + 1):  # head 0 reads the learnable queries, head l the output of layer l
+            if head > 0:
+                level = (head - 1) % self.num_levels
+                queries = self.layers[head - 1](queries, memories[level], memory_positions[level], query_position,
+                                                attention_mask)  # fmt: skip
+            normed = self.decoder_norm(queries)
+            keep = output_all_heads or head == num_layers
+            class_logits = mask_logits = None
+            if output_predictions and keep:
+                class_logits = self.class_predictor(normed)
+            if head < num_layers or (output_predictions and keep):
+                mask_embeddings = self.mask_embedder(normed)  # [N, fQ, D]
+                next_size = sizes[head % self.num_levels]
+                if output_predictions:
+                    mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
+                    resized = F.interpolate(mask_logits, size=next_size, mode="bilinear", align_corners=False)
+                    blocked = resized.sigmoid().flatten(2) < 0.5
+                    blocked[blocked.all(-1)] = False
+                    attention_mask = (~blocked).unsqueeze(1).detach()
+                else:
+                    attention_mask = self._attention_mask(mask_embeddings, level_mask_features[head % self.num_levels])
+            if keep:
                 head_outputs.append((normed, class_logits, mask_logits))
 
         return FrameDecoderOutput(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deformable_attention import MultiScaleDeformableAttention
-from .layers import ConvNormActivation, sine_position_embedding
+from .layers import ConvNormActivation, linear, sine_position_embedding
 
 
 @dataclass
@@ -54,7 +54,8 @@ class DeformableEncoderLayer(nn.Module):
             spatial_shapes_list, level_start_index,
         )  # fmt: skip
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
-        ffn = self.fc2(self.dropout(F.relu(self.fc1(hidden_states))))
+        ffn = linear(self.dropout(F.relu(linear(hidden_states, self.fc1.weight, self.fc1.bias))), self.fc2.weight,
+                     self.fc2.bias)  # fmt: skip
         return self.final_layer_norm(hidden_states + self.dropout(ffn))
 
 
@@ -119,14 +120,20 @@ class GenVISPixelDecoder(nn.Module):
             layer.self_attn.backend = backend
 
     def forward(self, features: list[torch.Tensor]) -> PixelDecoderOutput:
-        """features: backbone maps res2..res5 (fine to coarse), `[N, C_i, H_i, W_i]`."""
+        """features: backbone maps res2..res5 (fine to coarse), `[N, C_i, H_i, W_i]`.
+
+        Convolutions run on channels-last tensors (oneDNN reaches 2-3x the speed of NCHW on CPUs), and the
+        token <-> map reshapes are views of that layout; outputs are channels-last `[N, C, H, W]` tensors.
+        """
+        channels_last = torch.channels_last
         transformer_inputs = features[-self.num_transformer_levels :][::-1]  # coarse to fine
         batch = transformer_inputs[0].shape[0]
         sources, positions, spatial_shapes_list = [], [], []
         for level, (x, projection) in enumerate(zip(transformer_inputs, self.input_projections)):
             height, width = x.shape[-2:]
             spatial_shapes_list.append((height, width))
-            sources.append(projection(x.float()).flatten(2).transpose(1, 2))  # [N, H*W, C]
+            projected = projection(x.float().contiguous(memory_format=channels_last))  # [N, C, H, W], channels-last
+            sources.append(projected.flatten(2).transpose(1, 2))  # [N, H*W, C] (a view)
             position = sine_position_embedding(batch, height, width, self.hidden_dim // 2, x.device)
             positions.append(position.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
         hidden_states = torch.cat(sources, 1)  # [N, S, C]
@@ -141,14 +148,14 @@ class GenVISPixelDecoder(nn.Module):
                                   spatial_shapes_list, level_start_index)  # fmt: skip
 
         outputs = [
-            level_states.transpose(1, 2).reshape(batch, -1, height, width)  # [N, C, H_l, W_l]
+            level_states.reshape(batch, height, width, -1).permute(0, 3, 1, 2)  # [N, C, H_l, W_l], channels-last
             for level_states, (height, width) in zip(
                 hidden_states.split([h * w for h, w in spatial_shapes_list], dim=1), spatial_shapes_list
             )
         ]
         fpn_inputs = features[: self.num_fpn_levels][::-1]  # coarse to fine
         for x, lateral_conv, output_conv in zip(fpn_inputs, self.lateral_convs, self.output_convs):
-            lateral = lateral_conv(x.float())
+            lateral = lateral_conv(x.float().contiguous(memory_format=channels_last))
             upsampled = F.interpolate(outputs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             outputs.append(output_conv(lateral + upsampled))
         return PixelDecoderOutput(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import linear
 from .dispatch import multi_scale_deformable_attention
 
 
@@ -53,9 +54,12 @@ class MultiScaleDeformableAttention(nn.Module):
         batch, num_queries, _ = hidden_states.shape
         num_values = value_states.shape[1]
         h, L, P = self.num_heads, self.num_levels, self.num_points
-        value = self.value_proj(value_states).view(batch, num_values, h, self.embed_dim // h)
-        offsets = self.sampling_offsets(hidden_states).view(batch, num_queries, h, L, P, 2)
-        weights = self.attention_weights(hidden_states).view(batch, num_queries, h, L * P)
+        value = linear(value_states, self.value_proj.weight, self.value_proj.bias)
+        value = value.view(batch, num_values, h, self.embed_dim // h)
+        offsets = linear(hidden_states, self.sampling_offsets.weight, self.sampling_offsets.bias)
+        offsets = offsets.view(batch, num_queries, h, L, P, 2)
+        weights = linear(hidden_states, self.attention_weights.weight, self.attention_weights.bias)
+        weights = weights.view(batch, num_queries, h, L * P)
         weights = F.softmax(weights, -1).view(batch, num_queries, h, L, P)
         # offsets are in pixels of each level: normalise by (W_l, H_l)
         normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)  # [L, 2]
@@ -63,4 +67,4 @@ class MultiScaleDeformableAttention(nn.Module):
         output = multi_scale_deformable_attention(
             value, spatial_shapes, spatial_shapes_list, level_start_index, locations, weights, self.backend
         )
-        return self.output_proj(output)
+        return linear(output, self.output_proj.weight, self.output_proj.bias)

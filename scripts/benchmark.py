@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""End-to-end inference speed of genvis_hf, measured the way the original is timed by
+`../shared/tools/original/time_original.py`, so the two JSON lines can be compared as a ratio.
+
+Default: full-size GenVIS R-50 (random weights), the first 36 frames of `../shared/data/videos/vtest.avi`
+resized with PIL bilinear to the preset's test size (360x480 for R-50), output masks at the source size
+(576x768), 2 threads, fp32, online and semi-online. Timed: normalise/pad + model + post-processing (top-k masks
+at 576x768), i.e. what the original's `model(inputs)` does. One warm-up run, then `--runs` timed runs.
+
+    python scripts/benchmark.py                                   # both modes, one JSON line
+    python scripts/benchmark.py --baseline-json original.json     # + ratios against the original's line(s)
+    python scripts/benchmark.py --model DIR --frames 72 --device cuda --dtype bfloat16
+
+Per-stage seconds per frame come from forward hooks (backbone, pixel_decoder (of which msdeform_encoder),
+frame_decoder, object_decoder, other = the rest: pre/post-processing, mask products). GFLOP/s are torch's
+FlopCounterMode counts of one run divided by the median time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "vtest.avi"
+STAGES = ("backbone", "pixel_decoder", "msdeform_encoder", "frame_decoder", "object_decoder")
+
+
+def cpu_name() -> str:
+    try:
+        info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        return f"{fields.get('Model name', '?').strip()} (family {fields.get('CPU family', '?').strip()})"
+    except OSError:
+        return platform.processor()
+
+
+def load_frames(video: Path, count: int, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+    from genvis_hf.processing.video_io import VideoReader
+
+    frames = []
+    for frame in VideoReader(video, max_frames=count):
+        source_size = frame.shape[:2]
+        frames.append(np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR)))
+    return np.stack(frames), source_size
+
+
+def build(args):
+    from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation, GenVISVideoProcessor
+
+    if args.model:
+        model = GenVISForVideoInstanceSegmentation.from_pretrained(args.model)
+    else:
+        torch.manual_seed(0)
+        model = GenVISForVideoInstanceSegmentation(GenVISConfig.from_preset(args.preset))
+    if args.backend:
+        model.set_deformable_attention_backend(args.backend)
+    model = model.to(args.device, dtype=getattr(torch, args.dtype)).eval()
+    return model, GenVISVideoProcessor.from_model_config(model.config)
+
+
+class StageTimer:
+    """Wall time spent inside chosen modules, accumulated over forward calls."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], synchronize):
+        self.totals: dict[str, float] = {}
+        self.synchronize = synchronize
+        for name, module in modules.items():
+            module.register_forward_pre_hook(lambda m, i, name=name: self._start(name))
+            module.register_forward_hook(lambda m, i, o, name=name: self._stop(name))
+        self.started: dict[str, float] = {}
+
+    def _start(self, name):
+        self.synchronize()
+        self.started[name] = time.perf_counter()
+
+    def _stop(self, name):
+        self.synchronize()
+        self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - self.started[name]
+
+
+def run_once(model, processor, frames, target_size, clip_length):
+    inputs = processor(videos=[frames], do_resize=False, return_tensors="pt")
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    outputs = model(**inputs, clip_length=clip_length)
+    return processor.post_process_video_instance_segmentation(outputs, target_sizes=[target_size])[0]
+
+
+def measure_mode(model, processor, frames, target_size, clip_length, runs, device) -> dict:
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    inner = model.model
+    timer = StageTimer({"backbone": inner.backbone, "pixel_decoder": inner.pixel_decoder,
+                        "frame_decoder": inner.frame_decoder, "object_decoder": inner.object_decoder}, synchronize)  # fmt: skip
+    encoder_timer = _EncoderTimer(inner.pixel_decoder, synchronize)
+    count = len(frames)
+    times, stages = [], []
+    with torch.inference_mode():
+        for run in range(runs + 1):
+            timer.totals.clear()
+            encoder_timer.total = 0.0
+            synchronize()
+            start = time.perf_counter()
+            result = run_once(model, processor, frames, target_size, clip_length)
+            synchronize()
+            elapsed = time.perf_counter() - start
+            if run == 0:
+                continue  # warm-up
+            times.append(elapsed / count)
+            split = {k: v / count for k, v in timer.totals.items()}
+            split["msdeform_encoder"] = encoder_timer.total / count
+            split["other"] = elapsed / count - sum(timer.totals.values()) / count
+            stages.append(split)
+            print(f"  clip {clip_length}, run {run}: {elapsed:.2f} s, {elapsed / count:.4f} s/frame, "
+                  f"{len(result['scores'])} instances", file=sys.stderr)  # fmt: skip
+    median = statistics.median(times)
+    return {
+        "median_s_per_frame": round(median, 4),
+        "min_s_per_frame": round(min(times), 4),
+        "max_s_per_frame": round(max(times), 4),
+        "frames_per_s": round(1.0 / median, 3),
+        "runs": [round(t, 4) for t in times],
+        "stages_s_per_frame": {k: round(statistics.median(s[k] for s in stages), 4) for k in (*STAGES, "other")},
+    }
+
+
+class _EncoderTimer:
+    """Time of the deformable encoder layers inside the pixel decoder."""
+
+    def __init__(self, pixel_decoder, synchronize):
+        self.total = 0.0
+        layers = pixel_decoder.encoder_layers
+        first, last = layers[0], layers[-1]
+        first.register_forward_pre_hook(lambda m, i: self._start(synchronize))
+        last.register_forward_hook(lambda m, i, o: self._stop(synchronize))
+
+    def _start(self, synchronize):
+        synchronize()
+        self.started = time.perf_counter()
+
+    def _stop(self, synchronize):
+        synchronize()
+        self.total += time.perf_counter() - self.started
+
+
+def count_flops(model, processor, frames, target_size, clip_length) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        run_once(model, processor, frames, target_size, clip_length)
+    per_module = counter.get_flop_counts()
+    total = sum(counter.get_flop_counts()["Global"].values())
+    backbone_key = next((k for k in per_module if k.endswith("model.backbone")), None)
+    backbone = sum(per_module[backbone_key].values()) if backbone_key else 0
+    return {"total": total / len(frames), "backbone": backbone / len(frames)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="genvis-r50-ytvis19")
+    parser.add_argument("--model", help="a converted model directory instead of random weights")
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--frames", type=int, default=36)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", default=["online", "semi-online"], choices=["online", "semi-online"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--backend", help="deformable attention backend (default: the config's, auto)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument("--baseline-json", type=Path, help="JSON line(s) of time_original.py to compare with")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, processor = build(args)
+    height = model.config.test_min_size
+    frames, source_size = load_frames(args.video, args.frames, height, round(height * 4 / 3))
+    report = {
+        "cpu": cpu_name(), "device": args.device, "dtype": args.dtype, "threads": args.threads,
+        "model": args.model or args.preset, "frames": args.frames, "input_size": list(frames.shape[1:3]),
+        "output_size": list(source_size), "deformable_attention_backend": model.deformable_attention_backend_in_use,
+        "modes": {},
+    }  # fmt: skip
+    for mode in args.modes:
+        clip_length = 1 if mode == "online" else 3
+        result = measure_mode(model, processor, frames, source_size, clip_length, args.runs, args.device)
+        if not args.no_flops:
+            flops = count_flops(model, processor, frames, source_size, clip_length)
+            stage = result["stages_s_per_frame"]
+            result["gflop_per_frame"] = round(flops["total"] / 1e9, 2)
+            result["gflop_per_s"] = round(flops["total"] / 1e9 / result["median_s_per_frame"], 1)
+            result["backbone_gflop_per_frame"] = round(flops["backbone"] / 1e9, 2)
+            result["backbone_gflop_per_s"] = round(flops["backbone"] / 1e9 / max(stage["backbone"], 1e-9), 1)
+        report["modes"][mode] = result
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    if args.baseline_json:
+        baselines = [json.loads(line) for line in args.baseline_json.read_text().splitlines() if line.strip().startswith("{")]
+        ratios = {}
+        for baseline in baselines:
+            mode = baseline["mode"].replace("_", "-")
+            if mode in report["modes"]:
+                ours = report["modes"][mode]["median_s_per_frame"]
+                ratios[mode] = {"original_s_per_frame": baseline["median_s_per_frame"], "ours_s_per_frame": ours,
+                                "speedup": round(baseline["median_s_per_frame"] / ours, 2)}  # fmt: skip
+        report["vs_original"] = ratios
+        for mode, ratio in ratios.items():
+            print(f"{mode}: original {ratio['original_s_per_frame']:.3f} s/frame, ours {ratio['ours_s_per_frame']:.3f} "
+                  f"s/frame -> {ratio['speedup']:.2f}x", file=sys.stderr)  # fmt: skip
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
