@@ -2,7 +2,8 @@
 
     checkpoint.pth (+ original config YAML or preset name)
       -> GenVISConfig, state dict with every key mapped explicitly (see `key_map`)
-      -> temporary directory: config.json, model.safetensors, video_preprocessor_config.json
+      -> temporary directory: config.json, model.safetensors, video_preprocessor_config.json, README.md (model
+         card with the conversion provenance) [+ the flat model code for trust_remote_code, `export_code=True`]
       -> reload + run check -> atomic rename to the output directory (nothing half-written on failure)
 """
 
@@ -33,6 +34,8 @@ class ConversionReport:
     num_tensors: int
     num_parameters: int
     dropped_keys: list[str]
+    config: GenVISConfig | None = None
+    remote_code_files: list[str] | None = None  # with export_code: the exported module files
 
 
 def load_original_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
@@ -141,6 +144,9 @@ def convert_checkpoint(
     overwrite: bool = False,
     verify: bool = True,
     config_overrides: dict | None = None,
+    model_card: bool = True,
+    repo_id: str | None = None,
+    export_code: bool = False,
 ) -> ConversionReport:
     """Convert `checkpoint` and write a `from_pretrained` directory at `output_dir`, atomically.
 
@@ -150,7 +156,13 @@ def convert_checkpoint(
         preset / original_config: exactly one: a preset name (`genvis-r50-ytvis19`, ...) or the resolved
             detectron2 YAML the checkpoint was trained with.
         overwrite: replace an existing `output_dir`.
-        verify: reload the written files and run the model once before publishing the directory.
+        verify: reload the written files and run the model once before publishing the directory (and, with
+            `export_code`, check that the exported code gives the package's outputs exactly).
+        model_card: write README.md (`genvis_hf.hub.build_model_card`): metadata, the preset's Model Zoo
+            figures, usage, citation, and the provenance (checkpoint sha256, converter version).
+        repo_id: the name the card's usage snippets load (default: the preset, else the output directory name).
+        export_code: also write the model code and `auto_map` (`genvis_hf.hub.export_remote_code`), so that
+            `trust_remote_code=True` loads the directory without genvis_hf.
     """
     output_dir = Path(output_dir)
     config = build_config(preset=preset, original_config=original_config, **(config_overrides or {}))
@@ -170,9 +182,26 @@ def convert_checkpoint(
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp creates 0700; publish with the usual permissions
+    remote_code_files = None
     try:
         model.save_pretrained(staging, safe_serialization=True)
         GenVISVideoProcessor.from_model_config(config).save_pretrained(staging)
+        if export_code:
+            from ..hub.remote_code import RemoteCodeExportError, export_remote_code
+
+            try:
+                remote_code_files = export_remote_code(staging, validate=verify).files
+            except RemoteCodeExportError as error:
+                raise ConversionError(f"exporting the model code failed: {error}") from error
+        if model_card:
+            from ..hub.model_card import build_model_card, checkpoint_provenance, write_model_card
+
+            provenance = checkpoint_provenance(
+                checkpoint, preset=preset, original_config=original_config if isinstance(original_config, (str, Path)) else None
+            )
+            card = build_model_card(config, repo_id=repo_id or preset or output_dir.name, preset=preset,
+                                    provenance=provenance, remote_code=export_code)  # fmt: skip
+            write_model_card(card, staging)
         if verify:
             _check_converted(staging, model)
         _replace_directory(staging, output_dir, overwrite)
@@ -184,4 +213,6 @@ def convert_checkpoint(
         num_tensors=len(converted),
         num_parameters=sum(p.numel() for p in model.parameters()),
         dropped_keys=dropped,
+        config=config,
+        remote_code_files=remote_code_files,
     )
