@@ -137,7 +137,8 @@ def test_existing_output_is_kept_unless_overwrite(fixture_checkpoint, tmp_path):
         convert_checkpoint(checkpoint, output, original_config=config, verify=False)
     assert (output / "keep.txt").read_text() == "user data"
     convert_checkpoint(checkpoint, output, original_config=config, verify=False, overwrite=True)
-    assert sorted(p.name for p in output.iterdir()) == ["config.json", "model.safetensors", "video_preprocessor_config.json"]
+    assert sorted(p.name for p in output.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                      "video_preprocessor_config.json"]
 
 
 def test_unknown_preset_and_missing_checkpoint_are_one_line_errors(tmp_path):
