@@ -88,7 +88,8 @@ def run_convert(args: argparse.Namespace) -> int:
         print(
             f"converted {report.num_tensors} tensors ({report.num_parameters / 1e6:.1f} M parameters) -> "
             f"{where} (dropped loss-only buffers: {', '.join(report.dropped_keys) or 'none'})"
-            + (f"; exported {len(report.remote_code_files)} code files" if report.remote_code_files else "")
+            + (f"; exported {len(report.remote_code_files)} code files for trust_remote_code (they import: "
+               f"{', '.join(report.remote_code_requirements)})" if report.remote_code_files else "")
         )
         if args.install:
             from ..hub.cache import install_to_cache

@@ -36,6 +36,7 @@ class ConversionReport:
     dropped_keys: list[str]
     config: GenVISConfig | None = None
     remote_code_files: list[str] | None = None  # with export_code: the exported module files
+    remote_code_requirements: list[str] | None = None  # ... and the packages they import
 
 
 def load_original_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
@@ -182,7 +183,7 @@ def convert_checkpoint(
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp creates 0700; publish with the usual permissions
-    remote_code_files = None
+    export = None
     try:
         model.save_pretrained(staging, safe_serialization=True)
         GenVISVideoProcessor.from_model_config(config).save_pretrained(staging)
@@ -190,7 +191,7 @@ def convert_checkpoint(
             from ..hub.remote_code import RemoteCodeExportError, export_remote_code
 
             try:
-                remote_code_files = export_remote_code(staging, validate=verify).files
+                export = export_remote_code(staging, validate=verify)
             except RemoteCodeExportError as error:
                 raise ConversionError(f"exporting the model code failed: {error}") from error
         if model_card:
@@ -200,7 +201,8 @@ def convert_checkpoint(
                 checkpoint, preset=preset, original_config=original_config if isinstance(original_config, (str, Path)) else None
             )
             card = build_model_card(config, repo_id=repo_id or preset or output_dir.name, preset=preset,
-                                    provenance=provenance, remote_code=export_code)  # fmt: skip
+                                    provenance=provenance, remote_code=export_code,
+                                    remote_code_requirements=export.requirements if export else None)  # fmt: skip
             write_model_card(card, staging)
         if verify:
             _check_converted(staging, model)
@@ -214,5 +216,6 @@ def convert_checkpoint(
         num_parameters=sum(p.numel() for p in model.parameters()),
         dropped_keys=dropped,
         config=config,
-        remote_code_files=remote_code_files,
+        remote_code_files=export.files if export else None,
+        remote_code_requirements=export.requirements if export else None,
     )

@@ -107,7 +107,7 @@ def _ordered_metrics(metrics: Mapping[str, float]) -> list[tuple[str, float]]:
     return known + [(name, value) for name, value in metrics.items() if name not in METRIC_ORDER]
 
 
-def _usage(repo_id: str, remote_code: bool) -> str:
+def _usage(repo_id: str, remote_code: bool, requirements: list[str] | None) -> str:
     text = f"""\
 ## How to use
 
@@ -139,10 +139,11 @@ print(video.label_names, video.scores, video.masks().shape)
 ```
 """
     if remote_code:
+        extra = [name for name in requirements or () if name not in ("torch", "transformers")]
+        needs = f" (besides torch and transformers it needs {', '.join(f'`{n}`' for n in extra)})" if extra else ""
         text += f"""
 Without `genvis_hf`: the repository carries the model code (pure PyTorch deformable attention), so
-transformers loads it with `trust_remote_code=True` (needs `timm`, `pycocotools` and `av` besides torch and
-transformers):
+transformers loads it with `trust_remote_code=True`{needs}:
 
 ```python
 import torch
@@ -173,6 +174,7 @@ def build_model_card(
     training: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     remote_code: bool = False,
+    remote_code_requirements: list[str] | None = None,
     title: str | None = None,
     summary: str | None = None,
 ) -> ModelCard:
@@ -191,6 +193,7 @@ def build_model_card(
         training: for a trained model, what the run was (name -> value, shown as a table).
         provenance: for a converted model, `checkpoint_provenance(...)`.
         remote_code: the directory carries the exported model code: add the `trust_remote_code` snippet.
+        remote_code_requirements: the packages that code imports (`RemoteCodeExport.requirements`), named there.
         title / summary: override the heading and the first paragraph.
     """
     from ..configuration.presets import MODEL_ZOO
@@ -254,7 +257,7 @@ def build_model_card(
             f"| instances per video | top {config.test_topk} |",
             f"| classes ({len(classes)}) | {', '.join(classes)} |",
         ]),
-        _usage(repo_id, remote_code).rstrip(),
+        _usage(repo_id, remote_code, remote_code_requirements).rstrip(),
     ]
     if metrics:
         rows = ["| metric | value |", "|---|---|"] + [f"| {name} | {value:g} |" for name, value in _ordered_metrics(metrics)]
