@@ -98,15 +98,16 @@ def _tree_id(entries: list[CacheEntry]) -> str:
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """The hub cache in use: `cache_dir`, else `HF_HUB_CACHE`, else `HF_HOME/hub` (read at call time)."""
+    """The hub cache `from_pretrained` reads: `cache_dir`, else what huggingface_hub derives from the
+    environment, read at call time: `HF_HUB_CACHE`, `HUGGINGFACE_HUB_CACHE`, `HF_HOME/hub`,
+    `XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    from huggingface_hub import constants
-
-    hf_home = os.environ.get("HF_HOME") or constants.HF_HOME
-    return Path(hf_home).expanduser() / "hub"
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.path.expandvars(os.environ[variable])).expanduser()
+    default_home = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return Path(os.path.expandvars(os.environ.get("HF_HOME") or default_home)).expanduser() / "hub"
 
 
 def validate_repo_id(repo_id: str) -> str:
