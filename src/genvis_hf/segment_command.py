@@ -34,8 +34,8 @@ def load_model_and_processor(model: str | None, device: str = "cpu"):
         processor = AutoVideoProcessor.from_pretrained(source)
     except OSError as error:
         raise FileNotFoundError(
-            f"{source}: not a model directory or an installed model name "
-            f"(convert a released checkpoint with `genvis-hf convert`) [{str(error).splitlines()[0]}]"
+            f"{source}: not a model directory or an installed model name (convert a released checkpoint "
+            f"with `genvis-hf convert --checkpoint FILE --preset NAME --install`) [{str(error).splitlines()[0]}]"
         ) from error
     return loaded.to(device).eval(), processor
 
