@@ -41,6 +41,12 @@ for key, source in (("dir", model_dir), ("name", name)):
         with torch.no_grad():
             outputs = model(**inputs)
         result = processor.post_process_video_instance_segmentation(outputs, target_sizes=[video.shape[1:3]])[0]
+        if key == "name":  # the streaming segmentation, exported with the code
+            from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+            segment_video = get_class_from_dynamic_module("inference.segment_video", source)
+            streamed = segment_video(model, processor, video, progress=False)
+            tensors["name.streamed_scores"] = streamed.scores
         tensors.update({
             f"{key}.pixel_values": inputs["pixel_values"],
             f"{key}.class_queries_logits": outputs.class_queries_logits,

@@ -293,6 +293,9 @@ def test_trust_remote_code_outputs_are_identical_to_the_package(remote_loads, hu
     for source in ("dir", "name"):
         for key, value in expected.items():
             assert torch.equal(tensors[f"{source}.{key}"], value), f"{source}: {key} differs"
+    from genvis_hf.inference import segment_video
+
+    assert torch.equal(tensors["name.streamed_scores"], segment_video(model, processor, video, progress=False).scores)
 
 
 def test_card_trust_remote_code_snippet_runs_without_genvis_hf(remote_loads):
