@@ -1,17 +1,30 @@
 """Run by tests/test_hub.py with `python -I -S` (no site-packages processing: the editable install of
-genvis_hf is not on the path) in a subprocess where genvis_hf cannot be imported: load an exported model with
+genvis_hf is not on the path; a regular install is blocked) in a subprocess where genvis_hf cannot be imported: load an exported model with
 `trust_remote_code=True` from its directory and by its installed name (HF_HUB_OFFLINE=1), run it, save the
 outputs for the parent test to compare with the package's, and run the card's trust_remote_code snippet.
 
     python -I -S hub_remote_code.py SITE_PACKAGES_JSON MODEL_DIR NAME VIDEO_NPY OUT_SAFETENSORS REPORT_JSON CARD
 """
 
+import importlib.util
 import json
 import sys
 
 site_packages, model_dir, name, video_path, outputs_path, report_path, card_path = sys.argv[1:8]
 sys.path.extend(json.loads(site_packages))
 report = {}
+if importlib.util.find_spec("genvis_hf") is not None:
+    # a regular (non-editable) install sits in site-packages itself: hide it from every import
+    class _HideGenvis:
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname == "genvis_hf" or fullname.startswith("genvis_hf."):
+                raise ModuleNotFoundError(f"No module named {fullname!r}")
+            return None
+
+    sys.meta_path.insert(0, _HideGenvis())
+    report["hidden_by"] = "meta path blocker"
+else:
+    report["hidden_by"] = "not on sys.path (no .pth processing: the editable install is not active)"
 try:
     import genvis_hf  # noqa: F401
 
