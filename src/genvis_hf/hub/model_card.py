@@ -201,7 +201,7 @@ def build_model_card(
     entry = MODEL_ZOO.get(preset) if preset else None
     if metrics is None and entry is not None:
         metrics = entry.metrics
-        metrics_source = metrics_source or "GenVIS authors' Model Zoo (YouTube-VIS evaluation server, %)"
+        metrics_source = metrics_source or "GenVIS authors' Model Zoo (the data set's evaluation server, %)"
         metrics_source_url = metrics_source_url or f"{ORIGINAL_REPOSITORY}#model-zoo"
     dataset = dataset or (entry.dataset if entry else None)
     dataset_id, dataset_name = _dataset_info(dataset)
@@ -240,7 +240,8 @@ def build_model_card(
             "same query follows the same object through the whole video."
         )
         if entry is not None:
-            summary += (f" These are the authors' released {dataset_name} weights ({entry.backbone}, {entry.mode}), "
+            summary += (f" These are the authors' released {dataset_name} weights ({_BACKBONE_NAMES[entry.backbone]}, "
+                        f"{entry.mode}), "
                         "converted to the Hugging Face format with `genvis_hf`; they give the same predictions as "
                         "the original code.")  # fmt: skip
     classes = [config.id2label[i] for i in sorted(config.id2label, key=int)]
