@@ -113,16 +113,29 @@ def _build_directory(device_type: str) -> Path | None:
     return Path(_get_build_directory(extension_name(device_type), verbose=False))
 
 
+def _needs_compile(build_dir: Path | None, name: str, device_type: str) -> bool:
+    """Whether `load` is about to compile: no cached build, or sources newer than it (ninja decides the
+    same way)."""
+    if build_dir is None:
+        return True
+    library = build_dir / f"{name}.so"
+    if not library.exists():
+        return True
+    inputs = [Path(source) for source in _sources(device_type)] + list(CSRC_DIR.glob("*.h"))
+    built = library.stat().st_mtime
+    return any(path.stat().st_mtime > built for path in inputs)
+
+
 def _build(device_type: str) -> ModuleType:
     """Compile (or load the cached build of) the extension for `device_type`; raises on failure."""
     from torch.utils.cpp_extension import load
 
     name = extension_name(device_type)
     build_dir = _build_directory(device_type)
-    if build_dir is None or not (build_dir / f"{name}.so").exists():
+    if _needs_compile(build_dir, name, device_type):
         logger.warning(
-            "genvis_hf: compiling the %s deformable attention kernels (first use, ~30 s; cached in %s)",
-            device_type, build_dir or "torch's extensions folder",
+            "genvis_hf: compiling the %s deformable attention kernels (first use, ~%s; cached in %s)",
+            device_type, "30 s" if device_type == "cpu" else "1-2 min", build_dir or "torch's extensions folder",
         )  # fmt: skip
     cflags = ["-O3", "-fopenmp", "-DNDEBUG", *_cpu_isa()[1]]
     kwargs = {}

@@ -7,7 +7,7 @@
 // gradients of the attention weight and of the location with warp shuffles.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
@@ -148,7 +148,7 @@ at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shape
   auto output = at::empty({d.batch, d.num_queries, d.num_heads * d.head_dim}, value.options());
   const int64_t total = output.numel();
   if (total == 0) return output;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cuda", [&] {
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
@@ -170,7 +170,7 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& value, const at::Tensor&
   auto grad_weights = at::zeros_like(attention_weights);
   const int64_t num_warps = d.batch * d.num_queries * d.num_heads;
   if (num_warps > 0 && d.head_dim > 0) {
-    auto stream = at::cuda::getCurrentCUDAStream();
+    auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
       backward_kernel<scalar_t><<<blocks_for(num_warps * kWarp), kThreads, 0, stream>>>(
           value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
