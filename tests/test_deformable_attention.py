@@ -217,6 +217,20 @@ def test_auto_falls_back_when_the_kernel_layer_cannot_be_loaded(fresh_backends, 
     )
 
 
+def test_a_kernel_that_disagrees_with_the_reference_is_not_used(fresh_backends, monkeypatch):
+    """A layer that loads but computes something else (here: zeros) is rejected by the first-use check."""
+    from torch import nn
+
+    class WrongCore(nn.Module):
+        def forward(self, value, *args):
+            return value.new_zeros(value.shape[0], args[3].shape[1], value.shape[2] * value.shape[3])
+
+    monkeypatch.setattr(kernels_backend, "kernelize_core", lambda repository, device: WrongCore())
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    reason = unavailable_reason("jit", torch.device("cpu"))
+    assert reason.startswith("the loaded kernel's output differs from the torch reference by ")
+
+
 @pytest.mark.parametrize(
     ("variable", "setting", "expected"),
     [("CXX", "no-such-compiler-xyz", "no C++ compiler ('no-such-compiler-xyz' not found"),
@@ -239,6 +253,13 @@ def test_kernels_backend_on_cpu_says_why():
         "deformable attention backend 'kernels' unavailable: "
         "the Hub kernel kernels-community/deformable-detr has CUDA builds only (device is cpu)"
     )
+
+
+def test_jit_on_cuda_without_cuda_says_why(fresh_backends, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+        resolve_backend("jit", torch.device("cuda"))
+    assert str(raised.value) == "deformable attention backend 'jit' unavailable: CUDA is not available"
 
 
 def test_hub_kernel_failure_is_caught_and_remembered(fresh_backends, monkeypatch):

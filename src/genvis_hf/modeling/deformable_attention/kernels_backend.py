@@ -86,6 +86,10 @@ def kernelize_core(repository, device: torch.device) -> nn.Module:
     return core
 
 
+class ReferenceMismatch(RuntimeError):
+    """A kernel loaded but its output disagrees with the torch reference (the message says by how much)."""
+
+
 def _smoke_check(core: nn.Module, device: torch.device) -> None:
     """Run `core` once on a tiny input and compare with the reference; raises on a mismatch."""
     generator = torch.Generator().manual_seed(0)
@@ -101,7 +105,7 @@ def _smoke_check(core: nn.Module, device: torch.device) -> None:
         expected = multi_scale_deformable_attention_torch(value, shapes, locations, weights)
     error = (output.float() - expected.float()).abs().max().item()
     if not error <= _SMOKE_TOLERANCE:
-        raise RuntimeError(f"its output differs from the torch reference by {error:.3g} on a test input")
+        raise ReferenceMismatch(f"the loaded kernel's output differs from the torch reference by {error:.3g}")
 
 
 class KernelizedBackend:
@@ -146,13 +150,17 @@ class KernelizedBackend:
             try:
                 core = kernelize_core(self._repository(), device)
                 _smoke_check(core, device)
+            except ReferenceMismatch as error:
+                return self._remember_failure(key, device, str(error))
             except Exception as error:  # whatever the loader, the compiler or the kernel raises
-                reason = self._describe_failure(error)
-                logger.info("Deformable attention backend %r unavailable on %s: %s", self.name, device, reason)
-                self._failures[key] = reason
-                return reason
+                return self._remember_failure(key, device, self._describe_failure(error))
             self._cores[key] = core
             return None
+
+    def _remember_failure(self, key, device: torch.device, reason: str) -> str:
+        logger.info("Deformable attention backend %r unavailable on %s: %s", self.name, device, reason)
+        self._failures[key] = reason
+        return reason
 
     def run(self, value, spatial_shapes, spatial_shapes_list, level_start_index, sampling_locations,
             attention_weights):  # fmt: skip
@@ -195,6 +203,8 @@ def _describe_hub_failure(error: BaseException) -> str:
 def _jit_device_problem(device: torch.device) -> str | None:
     from .jit_backend import toolchain_problem
 
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available"
     return toolchain_problem(device.type)
 
 
