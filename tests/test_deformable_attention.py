@@ -204,6 +204,29 @@ def test_auto_falls_back_to_torch_when_the_jit_build_fails(fresh_backends, monke
     assert "simulated compiler crash" in message
 
 
+def test_a_real_failing_compile_is_caught(fresh_backends, monkeypatch, tmp_path):
+    """End to end, in an empty cache: torch's extension build starts and the compiler fails on our sources (a
+    wrapper around the real one that answers `--version` but rejects every compilation)."""
+    compiler = tmp_path / "broken-c++"
+    compiler.write_text(
+        '#!/bin/sh\ncase " $* " in *" -c "*) echo "error: simulated compiler failure" >&2; exit 1;; esac\n'
+        'exec c++ "$@"\n'
+    )
+    compiler.chmod(0o755)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    monkeypatch.setenv("CXX", str(compiler))
+    jit_backend._extensions.clear()
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+        resolve_backend("jit", torch.device("cpu"))
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300
+    assert message.startswith(
+        "deformable attention backend 'jit' unavailable: compiling the C++ extension failed (RuntimeError: Error "
+        "building extension 'genvis_ms_deform_attn_cpu"
+    )
+
+
 def test_auto_falls_back_when_the_kernel_layer_cannot_be_loaded(fresh_backends, monkeypatch):
     def unloadable():
         raise ImportError("simulated: kernels could not import the local layer")

@@ -181,9 +181,11 @@ class KernelizedBackend:
             self._failures.clear()
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut to `limit` characters (a compiler's first line can be long)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
+    text = f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _hub_device_problem(device: torch.device) -> str | None:
