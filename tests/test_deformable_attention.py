@@ -215,6 +215,9 @@ def test_a_real_failing_compile_is_caught(fresh_backends, monkeypatch, tmp_path)
     compiler.chmod(0o755)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
     monkeypatch.setenv("CXX", str(compiler))
+    # A name of its own: torch remembers every (name, sources, folder) it built in this process and renames the
+    # next build of that name (`_v1`), which would make the real extension recompile under a new name.
+    monkeypatch.setattr(jit_backend, "extension_name", lambda device_type: f"genvis_broken_build_test_{device_type}")
     jit_backend._extensions.clear()
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
@@ -223,7 +226,7 @@ def test_a_real_failing_compile_is_caught(fresh_backends, monkeypatch, tmp_path)
     assert "\n" not in message and len(message) < 300
     assert message.startswith(
         "deformable attention backend 'jit' unavailable: compiling the C++ extension failed (RuntimeError: Error "
-        "building extension 'genvis_ms_deform_attn_cpu"
+        "building extension 'genvis_broken_build_test_cpu"
     )
 
 
