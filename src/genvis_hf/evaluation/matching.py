@@ -1,0 +1,97 @@
+"""Video IoU and the official greedy detection-to-ground-truth matching.
+
+Video IoU between a predicted track ``d`` and a ground-truth track ``g`` of the same video::
+
+    IoU(d, g) = sum_t |d_t & g_t| / sum_t |d_t | g_t|
+
+where an absent frame counts as an empty mask, so frames where both are absent add nothing, a frame where
+only one side is present adds that side's area to the union, and IoU is 0 when the union is empty. Crowd
+ground truth uses the same definition (the official code does *not* use COCO's ``|d & g| / |d|`` for crowd).
+
+Intersections are computed per frame with ``pycocotools.mask.iou`` in "crowd" mode, which returns
+``|d & g| / |d|``; multiplying back by the integer ``|d|`` and rounding gives the exact integer intersection
+(relative error of the double division < 1e-15), so sums are exact integers and the final division is the
+same float64 operation as the official ``i / u``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from .data import Track
+
+
+def intersection_areas(dets: Sequence[Track], gts: Sequence[Track]) -> np.ndarray:
+    """``[D, G]`` int64 ``sum_t |d_t & g_t|`` for tracks of one video (all with the same frame count)."""
+    inter = np.zeros((len(dets), len(gts)), dtype=np.int64)
+    if not dets or not gts:
+        return inter
+    det_areas = np.stack([d.frame_areas for d in dets])  # [D, T]
+    gt_areas = np.stack([g.frame_areas for g in gts])  # [G, T]
+    for t in np.flatnonzero((det_areas > 0).any(0) & (gt_areas > 0).any(0)):
+        rows = np.flatnonzero(det_areas[:, t] > 0)
+        cols = np.flatnonzero(gt_areas[:, t] > 0)
+        ratio = np.asarray(
+            mask_utils.iou([dets[i].rles[t] for i in rows], [gts[j].rles[t] for j in cols], [1] * len(cols))
+        )
+        inter[np.ix_(rows, cols)] += np.rint(ratio * det_areas[rows, t][:, None]).astype(np.int64)
+    return inter
+
+
+def video_ious(inter: np.ndarray, det_total_areas: np.ndarray, gt_total_areas: np.ndarray) -> np.ndarray:
+    """``[D, G]`` float64 video IoU from exact integer intersections ``[D, G]`` and total areas ``[D]``, ``[G]``."""
+    union = det_total_areas[:, None] + gt_total_areas[None, :] - inter
+    safe = np.where(union > 0, union, 1)
+    return np.where(union > 0, inter.astype(np.float64) / safe.astype(np.float64), 0.0)
+
+
+def _last_argmax(values: np.ndarray) -> np.ndarray:
+    """Per row, the index of the *last* maximum (the official loop replaces a match on ``iou >= best``)."""
+    return values.shape[1] - 1 - np.argmax(values[:, ::-1], axis=1)
+
+
+def greedy_match(ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Reproduce ``YTVOSeval.evaluateVid``'s matching, vectorised over the IoU thresholds.
+
+    Args:
+        ious: ``[D, G]`` IoU, detections sorted by decreasing score (stable), ground truth in file order.
+        gt_ignore: ``[G]`` bool, crowd or outside the area range.
+        gt_crowd: ``[G]`` bool; crowd tracks can absorb any number of detections.
+        thresholds: ``[T]`` IoU thresholds.
+
+    For each detection in turn and each threshold, the official code scans the ground truth sorted
+    "not ignored first" (stable) and keeps the last best candidate with IoU >= threshold that is not already
+    taken (crowd is never taken), only falling back to ignored ground truth when no regular one qualifies.
+
+    Returns:
+        ``[T, D]`` int64: index (in the *given* ground-truth order) of each detection's match, -1 if none.
+    """
+    num_dets, num_gts = ious.shape
+    num_thresholds = len(thresholds)
+    matched = np.full((num_thresholds, num_dets), -1, dtype=np.int64)
+    if num_dets == 0 or num_gts == 0:
+        return matched
+    order = np.argsort(gt_ignore, kind="mergesort")
+    num_regular = int(np.count_nonzero(~gt_ignore))
+    sorted_ious = ious[:, order]
+    reusable = gt_crowd[order]
+    floor = np.minimum(thresholds, 1 - 1e-10)[:, None]  # [T, 1]
+    taken = np.zeros((num_thresholds, num_gts), dtype=bool)
+    rows = np.arange(num_thresholds)
+    for d in np.flatnonzero(sorted_ious.max(axis=1) >= floor.min()):
+        row = sorted_ious[d][None, :]
+        candidate = (row >= floor) & ~(taken & ~reusable)  # [T, G]
+        values = np.where(candidate, row, -np.inf)
+        choice = np.full(num_thresholds, -1, dtype=np.int64)
+        regular = candidate[:, :num_regular].any(axis=1)
+        ignored = ~regular & candidate[:, num_regular:].any(axis=1)
+        if num_regular:
+            choice = np.where(regular, _last_argmax(values[:, :num_regular]), choice)
+        if num_regular < num_gts:
+            choice = np.where(ignored, num_regular + _last_argmax(values[:, num_regular:]), choice)
+        hit = choice >= 0
+        taken[rows[hit], choice[hit]] = True
+        matched[hit, d] = order[choice[hit]]
+    return matched
