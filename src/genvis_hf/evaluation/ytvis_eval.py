@@ -284,11 +284,18 @@ def ytvis_evaluate(
 
 
 def format_summary(metrics: Mapping[str, object]) -> str:
-    """Human-readable lines in the style of the official ``summarize()`` printout."""
+    """The scalar metrics as lines in the style of the official ``summarize()`` printout."""
+    ar_limits = [int(k[2:]) for k in metrics if k[:2] == "AR" and k[2:].isdigit()]
+    largest = max(ar_limits, default=DEFAULT_MAX_DETS[-1])
+    areas = {"s": "small", "m": "medium", "l": "large"}
     lines = []
     for key, value in metrics.items():
         if not isinstance(value, float):
             continue
         kind = "Average Precision  (AP)" if key.startswith("AP") else "Average Recall     (AR)"
-        lines.append(f" {kind} {key:>6} = {value:0.3f}")
+        tail = key[2:]
+        iou = {"50": "0.50", "75": "0.75"}.get(tail, "0.50:0.95") if key.startswith("AP") else "0.50:0.95"
+        max_det = int(tail) if key.startswith("AR") and tail.isdigit() else largest
+        area = areas.get(tail, "all")
+        lines.append(f" {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_det:>3d} ] = {value:0.3f}")
     return "\n".join(lines)
