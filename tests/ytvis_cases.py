@@ -140,3 +140,20 @@ def random_case(
             )
     rng.shuffle(results)
     return {"videos": videos, "categories": categories, "annotations": annotations}, results
+
+
+def mask_area(segmentation: Any, height: int, width: int) -> int:
+    """Foreground pixels of one per-frame segmentation in any ground-truth format (0 when absent)."""
+    if not segmentation:
+        return 0
+    if isinstance(segmentation, list):
+        return int(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))))
+    if isinstance(segmentation["counts"], list):
+        return int(mask_utils.area(mask_utils.frPyObjects(segmentation, height, width)))
+    return int(mask_utils.area(segmentation))
+
+
+def visible(annotation: dict[str, Any], ground_truth: dict[str, Any]) -> bool:
+    """Whether the track has at least one non-empty mask (an invisible track can never be matched)."""
+    video = next(v for v in ground_truth["videos"] if v["id"] == annotation["video_id"])
+    return any(mask_area(s, video["height"], video["width"]) for s in annotation["segmentations"])
