@@ -16,7 +16,7 @@ import pytest
 from evaluation_helpers import box, dataset, gt_track, result, video, ytvis_fixture_dir
 
 from genvis_hf.evaluation import metric_keys, ytvis_evaluate
-from genvis_hf.evaluation.rle import compressed_rle_areas
+from genvis_hf.evaluation.rle import compressed_rle_stats
 from genvis_hf.evaluation.ytvis_eval import IOU_THRESHOLDS
 
 KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -178,6 +178,31 @@ def test_vectorised_rle_decoder_agrees_with_pycocotools() -> None:
         strings.append(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"])
         pixels.append(height * width)
         areas.append(int(mask.sum()))
-    decoded, valid = compressed_rle_areas(strings, np.array(pixels))
-    assert valid.all()
-    assert decoded.tolist() == areas == [int(mask_utils.area({"size": [1, p], "counts": s})) for s, p in zip(strings, pixels)]
+    stats = compressed_rle_stats(strings, np.array(pixels))
+    assert stats.valid.all() and not stats.irregular.any()
+    assert stats.areas.tolist() == areas == [int(mask_utils.area({"size": [1, p], "counts": s})) for s, p in zip(strings, pixels)]
+
+
+def test_irregular_rle_follows_pycocotools_merge_like_the_official_code() -> None:
+    """Zero-length runs (valid RLE, never written by mask.encode) make ``merge`` stop early; the official
+    evaluator's per-frame ``area(merge(...))`` inherits that, and so must we."""
+    from pycocotools import mask as mask_utils
+
+    height, width = 6, 8
+
+    def full_columns(x0: int, x1: int) -> dict:
+        counts = [x0 * height] + [height, 0] * (x1 - x0 - 1) + [height, height * (width - x1)]
+        encoded = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
+
+    g, d = full_columns(1, 6), full_columns(2, 7)
+    official_iou = mask_utils.area(mask_utils.merge([d, g], True)) / mask_utils.area(mask_utils.merge([d, g], False))
+    assert official_iou != pytest.approx(4 / 6)  # the true IoU: this input does trigger the early stop
+    gt = {
+        "videos": [video(1, height, width, 1)],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [g], "areas": [30]}],
+    }
+    metrics = ytvis_evaluate(gt, [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": [d]}])
+    expected = np.count_nonzero(IOU_THRESHOLDS <= official_iou) / len(IOU_THRESHOLDS)
+    assert metrics["AP"] == pytest.approx(expected, abs=1e-12)

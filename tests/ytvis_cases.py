@@ -54,6 +54,16 @@ def uncompressed(mask: np.ndarray) -> dict[str, Any]:
     return {"size": list(mask.shape), "counts": counts}
 
 
+def irregular(mask: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    """Compressed RLE with a zero-length run inserted (valid, but never written by ``mask.encode``)."""
+    counts = uncompressed(mask)["counts"]
+    k = int(rng.integers(len(counts)))
+    cut = int(rng.integers(counts[k] + 1))
+    counts[k : k + 1] = [cut, 0, counts[k] - cut]
+    rle = mask_utils.frPyObjects({"size": list(mask.shape), "counts": counts}, *mask.shape)
+    return {"size": list(mask.shape), "counts": rle["counts"].decode("ascii")}
+
+
 def polygon(mask: np.ndarray) -> list[list[float]] | None:
     ys, xs = np.nonzero(mask)
     if not len(ys):
@@ -74,6 +84,8 @@ def encode_track(rng: np.random.Generator, masks: np.ndarray, formats: tuple[str
             frames.append(polygon(mask))
         elif kind == "uncompressed":
             frames.append(uncompressed(mask))
+        elif kind == "irregular":
+            frames.append(irregular(mask, rng))
         else:
             frames.append(compressed(mask))
     return frames
@@ -88,6 +100,7 @@ def random_case(
     crowd_prob: float = 0.15,
     gt_formats: tuple[str, ...] = ("compressed", "uncompressed", "polygon"),
     first_ann_id: int = 1,
+    result_formats: tuple[str, ...] = ("compressed",),
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A random ``(ground_truth_dict, results_list)`` pair (see module docstring)."""
     num_categories = int(rng.integers(1, 5))
@@ -135,7 +148,10 @@ def random_case(
                     "video_id": video_id,
                     "category_id": category_id,
                     "score": float(np.round(rng.random(), 1)),  # coarse scores: many ties
-                    "segmentations": [compressed(m) if m.any() or rng.random() < 0.5 else None for m in masks],
+                    "segmentations": [
+                        encode_track(rng, m[None], result_formats)[0] if m.any() or rng.random() < 0.5 else None
+                        for m in masks
+                    ],
                 }
             )
     rng.shuffle(results)

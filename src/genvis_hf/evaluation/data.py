@@ -71,6 +71,7 @@ class Track:
         video_id, category_id: as in the file.
         rles: ``T`` compressed RLE dicts (``counts`` bytes) or ``None`` for frames without the instance.
         frame_areas: ``[T]`` int64 mask areas in pixels (0 where absent), used for the IoU's union.
+        frame_irregular: ``[T]`` bool, RLE with an empty run after the first (see ``rle.RLEStats``).
         avg_area: the area used for the small/medium/large ranges (see module docstring).
         ann_id: ground-truth ``id`` (results: 1-based position in the results list, as ``loadRes`` assigns).
         iscrowd: ground truth only; crowd tracks are ignored regions.
@@ -81,6 +82,7 @@ class Track:
     category_id: int
     rles: list[RLE | None]
     frame_areas: np.ndarray
+    frame_irregular: np.ndarray
     avg_area: float
     ann_id: int
     iscrowd: bool = False
@@ -263,8 +265,10 @@ def load_ground_truth(source: GroundTruthSource) -> GroundTruth:
 
     batch = measure_rles(frames, names)
     tracks = [
-        Track(video_id=v, category_id=c, rles=r, frame_areas=a, avg_area=avg, ann_id=i, iscrowd=crowd)
-        for (i, v, c, crowd, avg), r, a in zip(pending, batch.rles, batch.areas)
+        Track(
+            video_id=v, category_id=c, rles=r, frame_areas=a, frame_irregular=q, avg_area=avg, ann_id=i, iscrowd=crowd
+        )
+        for (i, v, c, crowd, avg), r, a, q in zip(pending, batch.rles, batch.areas, batch.irregular)
     ]
     return GroundTruth(videos=videos, categories=categories, tracks=tracks)
 
@@ -317,9 +321,10 @@ def load_results(source: ResultsSource, ground_truth: GroundTruth) -> list[Track
             category_id=c,
             rles=r,
             frame_areas=a,
+            frame_irregular=q,
             avg_area=_mean_of_truthy(a.tolist()),
             ann_id=index + 1,
             score=s,
         )
-        for index, ((v, c, s), r, a) in enumerate(zip(pending, batch.rles, batch.areas))
+        for index, ((v, c, s), r, a, q) in enumerate(zip(pending, batch.rles, batch.areas, batch.irregular))
     ]

@@ -17,32 +17,72 @@ same float64 operation as the official ``i / u``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from .data import Track
 
 
-def intersection_areas(dets: Sequence[Track], gts: Sequence[Track]) -> np.ndarray:
-    """``[D, G]`` int64 ``sum_t |d_t & g_t|`` for tracks of one video (all with the same frame count)."""
-    inter = np.zeros((len(dets), len(gts)), dtype=np.int64)
+def _present(tracks: Sequence[Track]) -> np.ndarray:
+    """``[N, T]`` bool: a segmentation is given (possibly an empty mask) in that frame."""
+    return np.array([[rle is not None for rle in t.rles] for t in tracks], dtype=bool).reshape(len(tracks), -1)
+
+
+def _irregular_overlaps(dets: Sequence[Track], gts: Sequence[Track]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames where both sides are given and one has an irregular RLE: the official merge-based values.
+
+    Returns ``[D, G, T]`` bool mask of those frames, and ``[D, G]`` int64 sums over them of
+    ``area(merge(intersect))`` and ``area(merge(union))`` exactly as ``YTVOSeval.computeIoU`` computes them.
+    """
+    det_present, gt_present = _present(dets), _present(gts)
+    det_irregular = np.stack([d.frame_irregular for d in dets])
+    gt_irregular = np.stack([g.frame_irregular for g in gts])
+    both = det_present[:, None, :] & gt_present[None, :, :]
+    special = both & (det_irregular[:, None, :] | gt_irregular[None, :, :])
+    inter = np.zeros(special.shape[:2], dtype=np.int64)
+    union = np.zeros(special.shape[:2], dtype=np.int64)
+    for i, j, t in zip(*np.nonzero(special)):
+        pair = [dets[i].rles[t], gts[j].rles[t]]
+        inter[i, j] += int(mask_utils.area(mask_utils.merge(pair, intersect=True)))
+        union[i, j] += int(mask_utils.area(mask_utils.merge(pair, intersect=False)))
+    return special, inter, union
+
+
+def video_overlaps(dets: Sequence[Track], gts: Sequence[Track]) -> tuple[np.ndarray, np.ndarray]:
+    """``[D, G]`` int64 ``(sum_t |d_t & g_t|, sum_t |d_t | g_t|)`` for tracks of one video.
+
+    All tracks must have the same frame count. Frames holding an irregular RLE (see ``rle.RLEStats``) take
+    pycocotools' ``merge`` values, as the official code does, since ``merge`` stops early on them.
+    """
+    shape = (len(dets), len(gts))
     if not dets or not gts:
-        return inter
+        return np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
     det_areas = np.stack([d.frame_areas for d in dets])  # [D, T]
     gt_areas = np.stack([g.frame_areas for g in gts])  # [G, T]
+    irregular = any(d.frame_irregular.any() for d in dets) or any(g.frame_irregular.any() for g in gts)
+    special, special_inter, special_union = (
+        _irregular_overlaps(dets, gts) if irregular else (None, np.zeros(shape, np.int64), np.zeros(shape, np.int64))
+    )
+    inter = np.zeros(shape, dtype=np.int64)
     for t in np.flatnonzero((det_areas > 0).any(0) & (gt_areas > 0).any(0)):
         rows = np.flatnonzero(det_areas[:, t] > 0)
         cols = np.flatnonzero(gt_areas[:, t] > 0)
         ratio = np.asarray(
             mask_utils.iou([dets[i].rles[t] for i in rows], [gts[j].rles[t] for j in cols], [1] * len(cols))
         )
-        inter[np.ix_(rows, cols)] += np.rint(ratio * det_areas[rows, t][:, None]).astype(np.int64)
-    return inter
+        block = np.rint(ratio * det_areas[rows, t][:, None]).astype(np.int64)
+        if special is not None:
+            block[special[np.ix_(rows, cols, [t])][:, :, 0]] = 0
+        inter[np.ix_(rows, cols)] += block
+    union = det_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
+    if special is not None:  # replace those frames' |d| + |g| by the merge union
+        union += special_union - np.einsum("dgt,dt->dg", special, det_areas) - np.einsum("dgt,gt->dg", special, gt_areas)
+    return inter + special_inter, union
 
 
-def video_ious(inter: np.ndarray, det_total_areas: np.ndarray, gt_total_areas: np.ndarray) -> np.ndarray:
-    """``[D, G]`` float64 video IoU from exact integer intersections ``[D, G]`` and total areas ``[D]``, ``[G]``."""
-    union = det_total_areas[:, None] + gt_total_areas[None, :] - inter
+def video_ious(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """``[D, G]`` float64 video IoU from exact integer intersections and unions (0 where the union is 0)."""
     safe = np.where(union > 0, union, 1)
     return np.where(union > 0, inter.astype(np.float64) / safe.astype(np.float64), 0.0)
 

@@ -9,8 +9,8 @@ A YouTube-VIS track (a ground-truth annotation or a result entry) stores one seg
 * a polygon list ``[[x0, y0, x1, y1, ...], ...]`` (converted with the video's height and width, exactly as
   ``pycocotools.mask.frPyObjects`` followed by ``merge`` does in the official evaluator).
 
-Everything is normalised to compressed RLE dictionaries ``{"size": [H, W], "counts": bytes}`` that
-``pycocotools.mask`` accepts. Compressed strings are validated *before* they reach pycocotools (its C parser
+Everything is normalised to compressed RLE dictionaries ``{"size": [H, W], "counts": str | bytes}`` that
+``pycocotools.mask`` accepts (well-formed input dicts are used as they are, never modified). Compressed strings are validated *before* they reach pycocotools (its C parser
 reads past the end of a truncated string), with a vectorised numpy decoder of the whole batch that also
 yields every mask's area (the number of foreground pixels).
 """
@@ -27,7 +27,7 @@ from pycocotools import mask as mask_utils
 
 from .errors import YTVISFormatError
 
-#: A normalised per-frame segmentation: compressed RLE with ``counts`` as ``bytes``.
+#: A normalised per-frame segmentation: compressed RLE ``{"size": [H, W], "counts": str | bytes}``.
 RLE = dict[str, Any]
 
 # A run-length in COCO's string format is split in 5-bit groups, one character ('0' + value) per group,
@@ -108,12 +108,17 @@ def normalize_segmentation(segmentation: Any, height: int, width: int, where: st
         where: prefix naming the item in error messages, e.g. ``"results[3] (video_id=7) frame 2"``.
 
     Returns:
-        ``{"size": [height, width], "counts": bytes}`` or ``None``. Compressed strings are *not* validated
+        ``{"size": [height, width], "counts": str | bytes}`` or ``None``. Compressed strings are *not* validated
         here; pass them through :func:`measure_rles`, which rejects malformed ones.
 
     Raises:
         YTVISFormatError: wrong type, missing keys, wrong size, bad uncompressed counts or polygons.
     """
+    if type(segmentation) is dict and type(segmentation.get("counts")) is str:
+        size = segmentation.get("size")
+        if type(size) is list and len(size) == 2 and size[0] == height and size[1] == width:
+            if type(size[0]) is int and type(size[1]) is int:
+                return segmentation  # the common case, used as is (never modified)
     if is_absent(segmentation):
         return None
     if isinstance(segmentation, dict):
@@ -135,80 +140,166 @@ def normalize_segmentation(segmentation: Any, height: int, width: int, where: st
     )
 
 
-def _segment_cumsum(values: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
-    """Cumulative sum of ``values`` restarted at every change of the (sorted) ``segment_ids``."""
-    totals = np.cumsum(values)
-    starts = np.flatnonzero(np.concatenate(([True], segment_ids[1:] != segment_ids[:-1])))
-    offsets = (totals - values)[starts]
-    lengths = np.diff(np.concatenate((starts, [len(values)])))
-    return totals - np.repeat(offsets, lengths)
+@dataclass
+class RLEStats:
+    """What :func:`compressed_rle_stats` learns about each string, all ``[n]`` arrays.
+
+    Attributes:
+        areas: int64 foreground pixel counts (meaningful where ``valid``).
+        valid: bool, see :func:`compressed_rle_stats`.
+        irregular: bool, a run after the first has length 0. Such (valid, but never produced by
+            ``pycocotools.mask.encode``) strings make ``pycocotools.mask.merge`` stop early, which the official
+            evaluator's union computation inherits; the IoU code reproduces that on these frames.
+    """
+
+    areas: np.ndarray
+    valid: np.ndarray
+    irregular: np.ndarray
 
 
-def compressed_rle_areas(strings: Sequence[bytes], num_pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode many COCO compressed RLE strings at once; return their areas and a validity flag.
+_CHUNK_CHARS = 1 << 20  # decode in batches of ~1M characters to bound the temporary arrays
+_UINT32_MASK = _UINT32_LIMIT - 1
+# Value of a count written with a single character (0x20 clear): 5 bits, 0x10 being the sign; stored modulo
+# 2^32 because pycocotools keeps counts as C ``uint`` (``cnts[m] = (uint) x``), so all the arithmetic below
+# is exact uint32 wrap-around arithmetic, identical to what pycocotools computes.
+_SINGLE_CHAR_VALUE = np.array(
+    [((v & 0x1F) - (32 if v & 0x10 else 0)) & _UINT32_MASK if v < 64 else 0 for v in range(256)], dtype=np.uint32
+)
+
+
+def _ascii_blob(strings: Sequence[str | bytes]) -> tuple[bytes, np.ndarray]:
+    """Concatenated bytes and per-string byte lengths (non-ASCII text becomes bytes >= 0x80, i.e. invalid)."""
+    if all(isinstance(x, str) for x in strings):
+        text = "".join(strings)
+        if text.isascii():
+            return text.encode("ascii"), np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    encoded = [x if isinstance(x, bytes) else x.encode("utf-8", errors="replace") for x in strings]
+    return b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+
+
+def _owners(positions: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Index (into ``starts``) of the segment holding each position; ``starts`` sorted, first one 0."""
+    return np.searchsorted(starts, positions, side="right") - 1
+
+
+def _multi_char_values(values: np.ndarray, chars: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Fix ``values`` of counts written with several characters; return the indices of over-long ones."""
+    continuation = np.flatnonzero((chars & 0x20) != 0)
+    if not continuation.size:
+        return continuation
+    group = np.searchsorted(ends, continuation)  # the count each continuation character belongs to
+    begin = np.where(group > 0, ends[group - 1] + 1, 0)
+    multi, which = np.unique(group, return_inverse=True)
+    length = ends[multi] - np.where(multi > 0, ends[multi - 1] + 1, 0) + 1
+    position = np.minimum(continuation - begin, _MAX_CHARS_PER_COUNT - 1)
+    low = np.zeros(len(multi), dtype=np.int64)
+    np.add.at(low, which, (chars[continuation].astype(np.int64) & 0x1F) << (5 * position))
+    clipped = np.minimum(length, _MAX_CHARS_PER_COUNT)
+    last = chars[ends[multi]].astype(np.int64)
+    exact = low + ((last & 0x1F) << (5 * (clipped - 1))) - np.where(last & 0x10, 1 << (5 * clipped), 0)
+    values[multi] = (exact & _UINT32_MASK).astype(np.uint32)
+    return multi[length > _MAX_CHARS_PER_COUNT]
+
+
+def _parity_prefix_sums(array: np.ndarray) -> np.ndarray:
+    """``out[i] = array[i] + array[i - 2] + ...`` (uint32, wrapping): prefix sums of even and odd positions.
+
+    (A cumulative sum down the columns of the ``[N / 2, 2]`` view: much faster than two strided cumsums.)
+    """
+    padded = array if len(array) % 2 == 0 else np.append(array, array.dtype.type(0))
+    return np.cumsum(padded.reshape(-1, 2), axis=0, dtype=array.dtype).reshape(-1)[: len(array)]
+
+
+def _chain_prefix_sums(values: np.ndarray, chain_starts: np.ndarray) -> np.ndarray:
+    """:func:`_parity_prefix_sums` restarted at every index of ``chain_starts`` (sorted, unique)."""
+    before = _parity_prefix_sums(values)[chain_starts] - values[chain_starts]  # same-parity sum before a start
+    reset = np.empty_like(before)
+    for parity in (0, 1):
+        chosen = (chain_starts & 1) == parity
+        reset[chosen] = np.diff(before[chosen], prepend=before.dtype.type(0))
+    shifted = values.copy()
+    shifted[chain_starts] -= reset
+    return _parity_prefix_sums(shifted)
+
+
+def _decode_chunk(strings: Sequence[str | bytes], num_pixels: np.ndarray) -> RLEStats:
+    n = len(strings)
+    blob, lengths = _ascii_blob(strings)
+    areas, irregular = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    nonempty = np.flatnonzero(lengths > 0)
+    valid = (lengths > 0) | (num_pixels == 0)
+    if not len(blob):
+        return RLEStats(areas, valid, irregular)
+    char_stop = np.cumsum(lengths)
+    char_start = (char_stop - lengths)[nonempty]
+
+    chars = np.frombuffer(blob, dtype=np.uint8) - np.uint8(48)  # '0'..'o' -> 0..63, anything else > 63
+    bad_char = chars > 63
+    if bad_char.any():
+        valid[nonempty[np.unique(_owners(np.flatnonzero(bad_char), char_start))]] = False
+        chars = np.where(bad_char, np.uint8(0), chars)
+    is_end = (chars & 0x20) == 0  # a character without the continuation bit closes a count
+    last_char = char_stop[nonempty] - 1
+    valid[nonempty] &= is_end[last_char]  # a string must not stop inside a count
+    is_end[last_char] = True  # ... and a count never spans two strings
+    ends = np.flatnonzero(is_end)
+    values = _SINGLE_CHAR_VALUE[chars[ends]]
+    over_long = _multi_char_values(values, chars, ends)
+
+    groups = np.searchsorted(ends, char_stop, side="left")  # counts ending before each string's stop
+    sizes = np.diff(groups, prepend=0)[nonempty]
+    starts = (groups[nonempty] - sizes).astype(np.int64)
+    if over_long.size:
+        valid[nonempty[_owners(over_long, starts)]] = False
+
+    # counts[i] = values[i] + counts[i - 2] for i > 2: prefix sums along each parity chain of a string
+    first_values = values[starts]
+    values[starts] = 0
+    chain_starts = np.sort(np.concatenate((starts, (starts + 1)[sizes >= 2])))
+    counts = _chain_prefix_sums(values, chain_starts)
+    counts[starts] = first_values
+
+    zeros = np.flatnonzero(counts == 0)
+    zeros = zeros[~np.isin(zeros, starts)]  # a leading empty run is normal (mask starting with foreground)
+    if zeros.size:
+        irregular[nonempty[_owners(zeros, starts)]] = True
+    totals = np.zeros(n, dtype=np.int64)
+    totals[nonempty] = np.add.reduceat(counts, starts, dtype=np.int64)
+    odd_positions = counts.copy()
+    odd_positions[0::2] = 0
+    odd_sums = np.add.reduceat(odd_positions, starts, dtype=np.int64)  # counts at odd global positions
+    areas[nonempty] = np.where(starts & 1, totals[nonempty] - odd_sums, odd_sums)  # odd positions in the string
+    valid &= totals == num_pixels
+    return RLEStats(areas, valid, irregular & valid)
+
+
+def compressed_rle_stats(strings: Sequence[str | bytes], num_pixels: np.ndarray) -> RLEStats:
+    """Decode many COCO compressed RLE strings with numpy; return their areas and validity.
 
     This mirrors ``rleFrString`` of pycocotools (5-bit groups, continuation bit 0x20, sign bit 0x10, counts
-    after the third stored as the difference to the count two places earlier) with whole-batch numpy ops.
+    after the third stored as the difference to the count two places earlier), in batches of ~4M characters.
 
     Args:
-        strings: ``n`` compressed ``counts`` strings as bytes.
+        strings: ``n`` compressed ``counts`` strings (``str`` or ``bytes``).
         num_pixels: ``[n]`` int, the ``height * width`` each string must cover.
 
     Returns:
-        ``(areas, valid)``: ``[n]`` int64 foreground pixel counts (meaningful where valid) and ``[n]`` bool,
-        False where a string has a character outside ``'0'..'o'``, ends inside a count, decodes to a negative
-        or > uint32 run length, or whose run lengths do not sum to ``num_pixels``.
+        :class:`RLEStats`; ``valid`` is False where a string has a character outside ``'0'..'o'``, ends
+        inside a count, has a count longer than 7 characters, or whose run lengths, read as pycocotools reads
+        them (``uint``), do not sum to ``num_pixels``.
     """
-    n = len(strings)
     num_pixels = np.asarray(num_pixels, dtype=np.int64)
-    lengths = np.fromiter((len(s) for s in strings), dtype=np.int64, count=n)
-    areas = np.zeros(n, dtype=np.int64)
-    valid = (lengths > 0) | (num_pixels == 0)
-    if int(lengths.sum()) == 0:
-        return areas, valid
-
-    chars = np.frombuffer(b"".join(strings), dtype=np.uint8).astype(np.int64) - 48
-    owner = np.repeat(np.arange(n), lengths)
-    bad = (chars < 0) | (chars > 63)
-    chars[bad] = 0
-    more = (chars & 0x20) != 0
-    nonempty = lengths > 0
-    last_chars = (np.cumsum(lengths) - 1)[nonempty]
-    bad[last_chars] |= more[last_chars]  # the string ends in the middle of a count
-    group_end = ~more
-    group_end[last_chars] = True  # never let a count span two strings
-
-    group_starts = np.flatnonzero(np.concatenate(([True], group_end[:-1])))
-    group_of_char = np.cumsum(group_end) - group_end
-    position = np.arange(len(chars)) - group_starts[group_of_char]
-    bad |= position >= _MAX_CHARS_PER_COUNT
-    position = np.minimum(position, _MAX_CHARS_PER_COUNT - 1)
-    valid &= np.bincount(owner, weights=bad, minlength=n) == 0
-
-    values = np.add.reduceat((chars & 0x1F) << (5 * position), group_starts)
-    group_ends = np.flatnonzero(group_end)
-    negative = (chars[group_ends] & 0x10) != 0
-    values -= np.where(negative, np.left_shift(1, 5 * (position[group_ends] + 1)), 0)
-
-    group_owner = owner[group_ends]
-    groups_per_string = np.bincount(group_owner, minlength=n)
-    first_group = np.cumsum(groups_per_string) - groups_per_string
-    index_in_string = np.arange(len(values)) - first_group[group_owner]
-    counts = values.copy()
-    for chain in (index_in_string % 2 == 1, (index_in_string % 2 == 0) & (index_in_string >= 2)):
-        members = np.flatnonzero(chain)
-        if members.size:
-            counts[members] = _segment_cumsum(values[members], group_owner[members])
-
-    out_of_range = (counts < 0) | (counts >= _UINT32_LIMIT)
-    valid &= np.bincount(group_owner, weights=out_of_range, minlength=n) == 0
-    counts[out_of_range] = 0
-    starts = first_group[nonempty]
-    totals = np.zeros(n, dtype=np.int64)
-    totals[nonempty] = np.add.reduceat(counts, starts)
-    areas[nonempty] = np.add.reduceat(np.where(index_in_string % 2 == 1, counts, 0), starts)
-    valid &= totals == num_pixels
-    return areas, valid
+    chunks: list[RLEStats] = []
+    start, size = 0, 0
+    for stop, text in enumerate(strings, start=1):
+        size += len(text)
+        if size >= _CHUNK_CHARS or stop == len(strings):
+            chunks.append(_decode_chunk(strings[start:stop], num_pixels[start:stop]))
+            start, size = stop, 0
+    if not chunks:
+        empty = np.zeros(0, dtype=np.int64)
+        return RLEStats(empty, empty.astype(bool), empty.astype(bool))
+    return RLEStats(*(np.concatenate([getattr(c, f) for c in chunks]) for f in ("areas", "valid", "irregular")))
 
 
 @dataclass
@@ -218,10 +309,12 @@ class MaskBatch:
     Attributes:
         rles: per track, a list of ``T`` compressed RLE dicts or ``None``.
         areas: per track, ``[T]`` int64 mask areas (0 where absent).
+        irregular: per track, ``[T]`` bool, see :class:`RLEStats`.
     """
 
     rles: list[list[RLE | None]]
     areas: list[np.ndarray]
+    irregular: list[np.ndarray]
 
 
 def measure_rles(tracks: Sequence[Sequence[RLE | None]], names: Sequence[str]) -> MaskBatch:
@@ -234,28 +327,30 @@ def measure_rles(tracks: Sequence[Sequence[RLE | None]], names: Sequence[str]) -
     Raises:
         YTVISFormatError: naming the first track and frame whose compressed RLE is malformed.
     """
-    strings: list[bytes] = []
-    pixels: list[int] = []
-    for frames in tracks:
-        for rle in frames:
-            if rle is not None:
-                strings.append(rle["counts"])
-                pixels.append(rle["size"][0] * rle["size"][1])
-    areas, valid = compressed_rle_areas(strings, np.asarray(pixels, dtype=np.int64))
-    if not valid.all():
-        first_bad = int(np.flatnonzero(~valid)[0])
-        _raise_malformed(tracks, names, first_bad)
+    present = [np.fromiter((rle is not None for rle in frames), dtype=bool, count=len(frames)) for frames in tracks]
+    strings = [rle["counts"] for frames in tracks for rle in frames if rle is not None]
+    pixels = np.fromiter(
+        (rle["size"][0] * rle["size"][1] for frames in tracks for rle in frames if rle is not None),
+        dtype=np.int64,
+        count=len(strings),
+    )
+    stats = compressed_rle_stats(strings, pixels)
+    if not stats.valid.all():
+        _raise_malformed(tracks, names, int(np.flatnonzero(~stats.valid)[0]))
 
-    per_track: list[np.ndarray] = []
+    areas: list[np.ndarray] = []
+    irregular: list[np.ndarray] = []
     cursor = 0
-    for frames in tracks:
-        present = np.fromiter((rle is not None for rle in frames), dtype=bool, count=len(frames))
-        track_areas = np.zeros(len(frames), dtype=np.int64)
-        count = int(present.sum())
-        track_areas[present] = areas[cursor : cursor + count]
+    for mask in present:
+        count = int(mask.sum())
+        track_areas = np.zeros(len(mask), dtype=np.int64)
+        track_areas[mask] = stats.areas[cursor : cursor + count]
+        track_irregular = np.zeros(len(mask), dtype=bool)
+        track_irregular[mask] = stats.irregular[cursor : cursor + count]
         cursor += count
-        per_track.append(track_areas)
-    return MaskBatch(rles=[list(frames) for frames in tracks], areas=per_track)
+        areas.append(track_areas)
+        irregular.append(track_irregular)
+    return MaskBatch(rles=[list(frames) for frames in tracks], areas=areas, irregular=irregular)
 
 
 def _raise_malformed(tracks: Sequence[Sequence[RLE | None]], names: Sequence[str], flat_index: int) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import GroundTruthSource, ResultsSource, Track, load_ground_truth, load_results
-from .matching import greedy_match, intersection_areas, video_ious
+from .matching import greedy_match, video_ious, video_overlaps
 
 #: IoU thresholds .50:.05:.95, computed exactly as the official ``Params`` does.
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -133,10 +133,7 @@ def _evaluate_video(
     both = [c for c in dets_by_cat if c in gts_by_cat]
     rel_dets = [d for c in both for d in dets_by_cat[c]]
     rel_gts = [g for c in both for g in gts_by_cat[c]]
-    inter = intersection_areas(rel_dets, rel_gts)
-    det_total = np.array([d.frame_areas.sum() for d in rel_dets], dtype=np.int64)
-    gt_total = np.array([g.frame_areas.sum() for g in rel_gts], dtype=np.int64)
-    all_ious = video_ious(inter, det_total, gt_total)
+    all_ious = video_ious(*video_overlaps(rel_dets, rel_gts))
 
     results: dict[int, list[_PairEval]] = {}
     d0 = g0 = 0
