@@ -43,7 +43,7 @@ from typing import Any, Union
 import numpy as np
 
 from .errors import YTVISFormatError
-from .rle import RLE, measure_rles, normalize_segmentation
+from .rle import RLE, measure_rles, normalize_track
 
 PathLike = Union[str, os.PathLike]
 GroundTruthSource = Union[PathLike, Mapping[str, Any]]
@@ -169,7 +169,7 @@ def _parse_segmentations(value: Any, video: Video, name: str) -> list[RLE | None
         raise YTVISFormatError(
             f"{name}: 'segmentations' has {len(value)} frames but video {video.id} has {video.num_frames} frames"
         )
-    return [normalize_segmentation(s, video.height, video.width, f"{name} frame {t}") for t, s in enumerate(value)]
+    return normalize_track(value, video.height, video.width, name)
 
 
 def _mean_of_truthy(values: Sequence[Any]) -> float:

@@ -60,24 +60,27 @@ def video_overlaps(dets: Sequence[Track], gts: Sequence[Track]) -> tuple[np.ndar
         return np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
     det_areas = np.stack([d.frame_areas for d in dets])  # [D, T]
     gt_areas = np.stack([g.frame_areas for g in gts])  # [G, T]
-    irregular = any(d.frame_irregular.any() for d in dets) or any(g.frame_irregular.any() for g in gts)
-    special, special_inter, special_union = (
-        _irregular_overlaps(dets, gts) if irregular else (None, np.zeros(shape, np.int64), np.zeros(shape, np.int64))
-    )
+    irregular = np.stack([d.frame_irregular for d in dets]).any() or np.stack([g.frame_irregular for g in gts]).any()
+    special = _irregular_overlaps(dets, gts) if irregular else None
+    det_on, gt_on = (det_areas > 0).T.tolist(), (gt_areas > 0).T.tolist()
+    det_rles, gt_rles = [d.rles for d in dets], [g.rles for g in gts]
     inter = np.zeros(shape, dtype=np.int64)
-    for t in np.flatnonzero((det_areas > 0).any(0) & (gt_areas > 0).any(0)):
-        rows = np.flatnonzero(det_areas[:, t] > 0)
-        cols = np.flatnonzero(gt_areas[:, t] > 0)
-        ratio = np.asarray(
-            mask_utils.iou([dets[i].rles[t] for i in rows], [gts[j].rles[t] for j in cols], [1] * len(cols))
-        )
+    for t in range(det_areas.shape[1]):
+        rows = [i for i, on in enumerate(det_on[t]) if on]
+        cols = [j for j, on in enumerate(gt_on[t]) if on] if rows else []
+        if not cols:
+            continue
+        ratio = mask_utils.iou([det_rles[i][t] for i in rows], [gt_rles[j][t] for j in cols], [1] * len(cols))
         block = np.rint(ratio * det_areas[rows, t][:, None]).astype(np.int64)
+        index = np.ix_(rows, cols)
         if special is not None:
-            block[special[np.ix_(rows, cols, [t])][:, :, 0]] = 0
-        inter[np.ix_(rows, cols)] += block
+            block[special[0][index + (t,)]] = 0
+        inter[index] += block
     union = det_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
-    if special is not None:  # replace those frames' |d| + |g| by the merge union
-        union += special_union - np.einsum("dgt,dt->dg", special, det_areas) - np.einsum("dgt,gt->dg", special, gt_areas)
+    if special is None:
+        return inter, union
+    frames, special_inter, special_union = special  # replace those frames' |d| + |g| by the merge union
+    union += special_union - np.einsum("dgt,dt->dg", frames, det_areas) - np.einsum("dgt,gt->dg", frames, gt_areas)
     return inter + special_inter, union
 
 

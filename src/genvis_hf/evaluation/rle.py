@@ -114,11 +114,8 @@ def normalize_segmentation(segmentation: Any, height: int, width: int, where: st
     Raises:
         YTVISFormatError: wrong type, missing keys, wrong size, bad uncompressed counts or polygons.
     """
-    if type(segmentation) is dict and type(segmentation.get("counts")) is str:
-        size = segmentation.get("size")
-        if type(size) is list and len(size) == 2 and size[0] == height and size[1] == width:
-            if type(size[0]) is int and type(size[1]) is int:
-                return segmentation  # the common case, used as is (never modified)
+    if _is_plain_rle(segmentation, [height, width]):
+        return segmentation
     if is_absent(segmentation):
         return None
     if isinstance(segmentation, dict):
@@ -138,6 +135,23 @@ def normalize_segmentation(segmentation: Any, height: int, width: int, where: st
     raise YTVISFormatError(
         f"{where}: a segmentation must be an RLE dict, a polygon list or null, got {type(segmentation).__name__}"
     )
+
+
+def _is_plain_rle(segmentation: Any, size: list[int]) -> bool:
+    """The common case, a compressed RLE dict ``{"size": [H, W] (ints), "counts": str}``, used as is."""
+    if type(segmentation) is not dict or type(segmentation.get("counts")) is not str:
+        return False
+    given = segmentation.get("size")
+    return type(given) is list and given == size and type(given[0]) is int is type(given[1])
+
+
+def normalize_track(segmentations: list, height: int, width: int, name: str) -> list[RLE | None]:
+    """:func:`normalize_segmentation` of every frame of one track (``name`` prefixes error messages)."""
+    size = [height, width]
+    return [
+        s if _is_plain_rle(s, size) else normalize_segmentation(s, height, width, f"{name} frame {t}")
+        for t, s in enumerate(segmentations)
+    ]
 
 
 @dataclass
@@ -169,10 +183,12 @@ _SINGLE_CHAR_VALUE = np.array(
 
 def _ascii_blob(strings: Sequence[str | bytes]) -> tuple[bytes, np.ndarray]:
     """Concatenated bytes and per-string byte lengths (non-ASCII text becomes bytes >= 0x80, i.e. invalid)."""
-    if all(isinstance(x, str) for x in strings):
-        text = "".join(strings)
-        if text.isascii():
-            return text.encode("ascii"), np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    try:
+        text = "".join(strings)  # TypeError if some are bytes
+    except TypeError:
+        text = None
+    if text is not None and text.isascii():
+        return text.encode("ascii"), np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
     encoded = [x if isinstance(x, bytes) else x.encode("utf-8", errors="replace") for x in strings]
     return b"".join(encoded), np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
 
@@ -327,30 +343,23 @@ def measure_rles(tracks: Sequence[Sequence[RLE | None]], names: Sequence[str]) -
     Raises:
         YTVISFormatError: naming the first track and frame whose compressed RLE is malformed.
     """
-    present = [np.fromiter((rle is not None for rle in frames), dtype=bool, count=len(frames)) for frames in tracks]
-    strings = [rle["counts"] for frames in tracks for rle in frames if rle is not None]
-    pixels = np.fromiter(
-        (rle["size"][0] * rle["size"][1] for frames in tracks for rle in frames if rle is not None),
-        dtype=np.int64,
-        count=len(strings),
-    )
-    stats = compressed_rle_stats(strings, pixels)
+    if not tracks:
+        return MaskBatch(rles=[], areas=[], irregular=[])
+    frames = [rle for track in tracks for rle in track]
+    present = np.fromiter((rle is not None for rle in frames), dtype=bool, count=len(frames))
+    given = [rle for rle in frames if rle is not None]
+    pixels = np.fromiter((rle["size"][0] * rle["size"][1] for rle in given), dtype=np.int64, count=len(given))
+    stats = compressed_rle_stats([rle["counts"] for rle in given], pixels)
     if not stats.valid.all():
         _raise_malformed(tracks, names, int(np.flatnonzero(~stats.valid)[0]))
-
-    areas: list[np.ndarray] = []
-    irregular: list[np.ndarray] = []
-    cursor = 0
-    for mask in present:
-        count = int(mask.sum())
-        track_areas = np.zeros(len(mask), dtype=np.int64)
-        track_areas[mask] = stats.areas[cursor : cursor + count]
-        track_irregular = np.zeros(len(mask), dtype=bool)
-        track_irregular[mask] = stats.irregular[cursor : cursor + count]
-        cursor += count
-        areas.append(track_areas)
-        irregular.append(track_irregular)
-    return MaskBatch(rles=[list(frames) for frames in tracks], areas=areas, irregular=irregular)
+    areas = np.zeros(len(frames), dtype=np.int64)
+    areas[present] = stats.areas
+    irregular = np.zeros(len(frames), dtype=bool)
+    irregular[present] = stats.irregular
+    bounds = np.cumsum([len(track) for track in tracks])[:-1]
+    return MaskBatch(
+        rles=[list(track) for track in tracks], areas=np.split(areas, bounds), irregular=np.split(irregular, bounds)
+    )
 
 
 def _raise_malformed(tracks: Sequence[Sequence[RLE | None]], names: Sequence[str], flat_index: int) -> None:
