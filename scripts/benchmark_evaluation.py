@@ -220,7 +220,8 @@ def _cpu_name() -> str:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "unknown")
+    names = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")]
+    return names[0] if names else "unknown"
 
 
 def _summary(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

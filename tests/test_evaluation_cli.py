@@ -26,7 +26,9 @@ def _score(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[st
 
 
 def test_last_line_is_the_metrics_json(capsys: pytest.CaptureFixture[str]) -> None:
-    status, lines, _ = _score(capsys, "--annotations", str(FIXTURE / "gt.json"), "--results", str(FIXTURE / "results.json"))
+    status, lines, _ = _score(
+        capsys, "--annotations", str(FIXTURE / "gt.json"), "--results", str(FIXTURE / "results.json")
+    )
     assert status == 0
     metrics = json.loads(lines[-1])
     assert list(metrics)[:12] == KEYS
@@ -56,7 +58,8 @@ def test_bad_input_gives_one_line_error(capsys: pytest.CaptureFixture[str], tmp_
     bad.write_text(json.dumps(results))
     status, lines, err = _score(capsys, "--annotations", str(FIXTURE / "gt.json"), "--results", str(bad))
     assert status == 1 and lines == []
-    assert err.splitlines() == ["genvis-hf score: error: results[0]: unknown video_id 4242 (not in the ground-truth videos)"]
+    expected = "genvis-hf score: error: results[0]: unknown video_id 4242 (not in the ground-truth videos)"
+    assert err.splitlines() == [expected]
     status, _, err = _score(capsys, "--annotations", str(tmp_path / "nope.json"), "--results", str(bad))
     assert status == 1 and len(err.splitlines()) == 1 and "not found" in err
 
@@ -64,7 +67,9 @@ def test_bad_input_gives_one_line_error(capsys: pytest.CaptureFixture[str], tmp_
 def test_module_entry_point_in_subprocess() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "genvis_hf.cli", "score", "--annotations", str(FIXTURE / "gt.json")]
-    done = subprocess.run([*command, "--results", str(FIXTURE / "results.json")], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [*command, "--results", str(FIXTURE / "results.json")], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert set(KEYS) <= set(json.loads(done.stdout.splitlines()[-1]))
     failed = subprocess.run([*command, "--results", str(FIXTURE / "gt.json")], env=env, capture_output=True, text=True)

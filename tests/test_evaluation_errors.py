@@ -40,7 +40,10 @@ def _truncate_mid_count(results: list) -> None:
 
 RESULT_CASES: dict[str, tuple[Callable[[list], None], str]] = {
     "unknown video": (lambda r: r[3].update(video_id=999), r"results\[3\]: unknown video_id 999"),
-    "unknown category": (lambda r: r[2].update(category_id=77), r"results\[2\] \(video_id=\d+\): unknown category_id 77"),
+    "unknown category": (
+        lambda r: r[2].update(category_id=77),
+        r"results\[2\] \(video_id=\d+\): unknown category_id 77",
+    ),
     "frame count": (
         lambda r: r[0]["segmentations"].pop(),
         rf"results\[0\] \(video_id=1\): 'segmentations' has {FRAMES_OF_VIDEO_1 - 1} frames "
@@ -92,8 +95,14 @@ GT_CASES: dict[str, tuple[Callable[[dict], None], str]] = {
         lambda g: g["annotations"][0]["segmentations"].append(None),
         r"annotations\[0\] \(id=\d+\): 'segmentations' has \d+ frames but video \d+ has \d+ frames",
     ),
-    "bad iscrowd": (lambda g: g["annotations"][0].update(iscrowd=2), r"annotations\[0\] \(id=\d+\): 'iscrowd' must be 0 or 1"),
-    "bad areas": (lambda g: g["annotations"][0].update(areas="big"), r"annotations\[0\] \(id=\d+\): 'areas' must be a list"),
+    "bad iscrowd": (
+        lambda g: g["annotations"][0].update(iscrowd=2),
+        r"annotations\[0\] \(id=\d+\): 'iscrowd' must be 0 or 1",
+    ),
+    "bad areas": (
+        lambda g: g["annotations"][0].update(areas="big"),
+        r"annotations\[0\] \(id=\d+\): 'areas' must be a list",
+    ),
     "video without size": (lambda g: g["videos"][1].pop("height"), r"videos\[1\]: missing key\(s\) 'height'"),
     "no categories": (lambda g: g.pop("categories"), r"ground truth: missing or non-list 'categories'"),
     "polygon of strings": (
@@ -110,6 +119,18 @@ def test_bad_ground_truth_names_the_item(case: str) -> None:
     mutate(gt)
     with pytest.raises(YTVISFormatError, match=message):
         ytvis_evaluate(gt, RESULTS)
+
+
+def test_video_without_length_takes_its_first_track_frame_count() -> None:
+    gt = copy.deepcopy(GT)
+    for item in gt["videos"]:
+        item.pop("length")
+        item.pop("file_names", None)
+    assert ytvis_evaluate(gt, RESULTS) == ytvis_evaluate(GT, RESULTS)
+    results = copy.deepcopy(RESULTS)
+    results[0]["segmentations"].append(None)
+    with pytest.raises(YTVISFormatError, match=r"results\[0\] \(video_id=1\): 'segmentations' has \d+ frames but"):
+        ytvis_evaluate(gt, results)
 
 
 def test_unreadable_files(tmp_path: Path) -> None:

@@ -11,7 +11,13 @@ from .errors import YTVISFormatError
 from .writer import YTVISResultsWriter, encode_video_predictions
 from .ytvis_eval import DEFAULT_AREA_RANGES, DEFAULT_MAX_DETS, format_summary, metric_keys, ytvis_evaluate
 
-_METRIC_NAMES = ("YTVISMetric", "YTVIS_METRIC_PATH", "flatten_metrics", "load_ytvis_metric", "make_ytvis_compute_metrics")
+_METRIC_NAMES = (
+    "YTVISMetric",
+    "YTVIS_METRIC_PATH",
+    "flatten_metrics",
+    "load_ytvis_metric",
+    "make_ytvis_compute_metrics",
+)
 
 __all__ = [
     "DEFAULT_AREA_RANGES",

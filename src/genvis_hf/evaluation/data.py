@@ -11,8 +11,8 @@ Results (what GenVIS writes, one entry per predicted track)::
 
     [{"video_id": int, "category_id": int, "score": float, "segmentations": [RLE | None] * T}, ...]
 
-A video's frame count ``T`` is its ``length`` (else ``len(file_names)``); every annotation and result of
-the video must have exactly ``T`` segmentations.
+A video's frame count ``T`` is its ``length`` (else ``len(file_names)``, else the length of the first track
+of that video); every annotation and result of the video must have exactly ``T`` segmentations.
 
 Semantics copied from the official ``ytvos.py`` / ``ytvoseval.py``:
 
@@ -35,7 +35,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Union
@@ -55,7 +55,7 @@ _RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")
 
 @dataclass(frozen=True)
 class Video:
-    """A ground-truth video: ``height``/``width`` in pixels, ``num_frames`` (None when the file omits it)."""
+    """A ground-truth video: ``height``/``width`` in pixels, ``num_frames`` (None until known, see module doc)."""
 
     id: int
     height: int
@@ -162,10 +162,14 @@ def _parse_video(item: Any, index: int) -> Video:
     )
 
 
-def _parse_segmentations(value: Any, video: Video, name: str) -> list[RLE | None]:
+def _parse_segmentations(value: Any, videos: dict[int, Video], video_id: int, name: str) -> list[RLE | None]:
+    """Normalise one track's frames; a video without ``length`` takes the frame count of its first track."""
     if not isinstance(value, list):
         raise YTVISFormatError(f"{name}: 'segmentations' must be a list (one entry per frame)")
-    if video.num_frames is not None and len(value) != video.num_frames:
+    video = videos[video_id]
+    if video.num_frames is None:
+        video = videos[video_id] = replace(video, num_frames=len(value))
+    if len(value) != video.num_frames:
         raise YTVISFormatError(
             f"{name}: 'segmentations' has {len(value)} frames but video {video.id} has {video.num_frames} frames"
         )
@@ -251,11 +255,13 @@ def load_ground_truth(source: GroundTruthSource) -> GroundTruth:
         if video_id not in videos or category_id not in categories:
             skipped += 1  # the official getAnnIds(vidIds, catIds) filter drops these silently
             continue
-        frames.append(_parse_segmentations(ann["segmentations"], videos[video_id], name))
+        frames.append(_parse_segmentations(ann["segmentations"], videos, video_id, name))
         pending.append((ann_id, video_id, category_id, _iscrowd(ann, name), _gt_avg_area(ann["areas"], name)))
         names.append(name)
     if skipped:
-        warnings.warn(f"ignored {skipped} ground-truth annotation(s) whose video or category is not listed", stacklevel=2)
+        warnings.warn(
+            f"ignored {skipped} ground-truth annotation(s) whose video or category is not listed", stacklevel=2
+        )
     if 0 in seen_ids:
         warnings.warn(
             "a ground-truth annotation has id 0: like the official evaluator, detections matched to it are "
@@ -310,7 +316,7 @@ def load_results(source: ResultsSource, ground_truth: GroundTruth) -> list[Track
             known = ", ".join(str(c) for c in ground_truth.categories)
             raise YTVISFormatError(f"{name}: unknown category_id {category_id} (ground-truth categories: {known})")
         score = _result_score(entry, name)
-        frames.append(_parse_segmentations(entry["segmentations"], ground_truth.videos[video_id], name))
+        frames.append(_parse_segmentations(entry["segmentations"], ground_truth.videos, video_id, name))
         pending.append((video_id, category_id, score))
         names.append(name)
 

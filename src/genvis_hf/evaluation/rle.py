@@ -10,9 +10,10 @@ A YouTube-VIS track (a ground-truth annotation or a result entry) stores one seg
   ``pycocotools.mask.frPyObjects`` followed by ``merge`` does in the official evaluator).
 
 Everything is normalised to compressed RLE dictionaries ``{"size": [H, W], "counts": str | bytes}`` that
-``pycocotools.mask`` accepts (well-formed input dicts are used as they are, never modified). Compressed strings are validated *before* they reach pycocotools (its C parser
-reads past the end of a truncated string), with a vectorised numpy decoder of the whole batch that also
-yields every mask's area (the number of foreground pixels).
+``pycocotools.mask`` accepts (well-formed input dicts are used as they are, never modified). Compressed
+strings are validated *before* they reach pycocotools (its C parser reads past the end of a truncated
+string), with a vectorised numpy decoder of the whole batch that also yields every mask's area (the number
+of foreground pixels) and flags "irregular" strings (see :class:`RLEStats`).
 """
 
 from __future__ import annotations
