@@ -1,10 +1,11 @@
 """Random YouTube-VIS ground truth / results for the evaluation tests.
 
 The generator deliberately produces the awkward cases of the official evaluator: crowd tracks, frames
-where the instance is absent or its mask is empty, the three ground-truth segmentation formats (compressed
-RLE, uncompressed RLE, polygons), several categories (some without ground truth), tied scores, detections
-copied from ground truth (IoU exactly 1 and IoU ties), videos without detections or without ground truth,
-and ``areas`` values sitting exactly on the small/medium/large boundaries.
+where the instance is absent or its mask is empty, the ground-truth segmentation formats (compressed RLE,
+uncompressed RLE, polygons, and on request "irregular" compressed RLE with an empty run), several categories
+(some without ground truth), tied scores, detections copied from ground truth (IoU exactly 1 and IoU ties),
+videos without detections or without ground truth, and ``areas`` values exactly on the small/medium/large
+boundaries.
 """
 
 from __future__ import annotations
