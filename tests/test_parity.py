@@ -14,26 +14,44 @@ from transformers import AutoModel, AutoVideoProcessor
 
 import genvis_hf  # noqa: F401  (registers the Auto classes)
 from conftest import REPO_ROOT
+from deformable_attention_helpers import require_backend
 
 ATOL = 1e-4
 FIXTURES = ["r50_online", "r50_semi_online"]
+# The parity must hold whichever deformable attention backend runs (CUDA-only ones are covered on GPUs).
+BACKENDS = ["torch", "jit"]
 
 
-@pytest.fixture(scope="module", params=FIXTURES)
-def reference_run(request, fixtures_dir, tmp_path_factory):
-    fixture = fixtures_dir / request.param
-    output_dir = tmp_path_factory.mktemp(request.param) / "converted"
-    completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "convert_checkpoint.py"), "--checkpoint",
-         str(fixture / "model_final.pth"), "--config", str(fixture / "config.yaml"), "--output", str(output_dir)],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr
+@pytest.fixture(scope="module")
+def converted(fixtures_dir, tmp_path_factory):
+    """Each fixture checkpoint converted once, with the converter script, as a user would."""
+    directories = {}
+    for fixture_name in FIXTURES:
+        fixture = fixtures_dir / fixture_name
+        output_dir = tmp_path_factory.mktemp(fixture_name) / "converted"
+        completed = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "scripts" / "convert_checkpoint.py"), "--checkpoint",
+             str(fixture / "model_final.pth"), "--config", str(fixture / "config.yaml"), "--output", str(output_dir)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr
+        directories[fixture_name] = output_dir
+    return directories
+
+
+@pytest.fixture(scope="module", params=[(f, b) for f in FIXTURES for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")
+def reference_run(request, fixtures_dir, converted):
+    fixture_name, backend = request.param
+    require_backend(backend, "cpu")
+    fixture = fixtures_dir / fixture_name
+    output_dir = converted[fixture_name]
     meta = json.loads((fixture / "meta.json").read_text())
     reference = load_file(fixture / "outputs.safetensors")
     video = load_file(fixture / "input.safetensors")["video"].to(torch.uint8)  # integer values 0..255
 
     model = AutoModel.from_pretrained(output_dir).eval()
+    model.set_deformable_attention_backend(backend)
+    assert model.deformable_attention_backend_in_use == backend
     processor = AutoVideoProcessor.from_pretrained(output_dir)
     inputs = processor(videos=[video], do_resize=False, return_tensors="pt")
     with torch.no_grad():
