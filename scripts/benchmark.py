@@ -158,7 +158,10 @@ def count_flops(model, processor, frames, target_size, clip_length) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    # FlopCounterMode's per-module tracking hooks autograd: count with grad mode on but nothing requiring grad
+    # (under no_grad / inference_mode it fails on tensors without grad_fn).
+    model.requires_grad_(False)
+    with counter:
         run_once(model, processor, frames, target_size, clip_length)
     per_module = counter.get_flop_counts()
     total = sum(counter.get_flop_counts()["Global"].values())

@@ -66,10 +66,15 @@ def reference_run(request, fixtures_dir, converted):
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    """Within 1e-4 absolute on CPU. On CUDA, cuDNN's convolution algorithms round differently from oneDNN's
+    (about 1e-6 relative), which the fixture's random deep ResNet turns into ~3e-4 on its res4/res5 maps of
+    magnitude 160-380: there the tolerance is 1e-4 relative to the tensor's largest magnitude, as the fixtures'
+    notes suggest."""
+    tolerance = ATOL * (max(1.0, expected.abs().max().item()) if actual.is_cuda else 1.0)
     actual = actual.cpu()
     assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} vs {tuple(expected.shape)}"
     error = (actual.float() - expected.float()).abs().max().item()
-    assert error <= ATOL, f"{name}: max abs error {error:.3g} > {ATOL}"
+    assert error <= tolerance, f"{name}: max abs error {error:.3g} > {tolerance:.3g}"
 
 
 def test_every_recorded_intermediate(reference_run):
