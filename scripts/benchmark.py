@@ -158,7 +158,10 @@ def count_flops(model, processor, frames, target_size, clip_length) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    # FlopCounterMode's per-module tracking hooks autograd: count with grad mode on but nothing requiring grad
+    # (under no_grad / inference_mode it fails on tensors without grad_fn).
+    model.requires_grad_(False)
+    with counter:
         run_once(model, processor, frames, target_size, clip_length)
     per_module = counter.get_flop_counts()
     total = sum(counter.get_flop_counts()["Global"].values())
@@ -172,6 +175,9 @@ def main() -> None:
     parser.add_argument("--preset", default="genvis-r50-ytvis19")
     parser.add_argument("--model", help="a converted model directory instead of random weights")
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--frames-npy", type=Path, help="pre-decoded, pre-resized frames [T, H, W, 3] uint8 (machines "
+                        "without a video decoder); with --source-size H W, the output mask size")
+    parser.add_argument("--source-size", type=int, nargs=2, default=[576, 768])
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["online", "semi-online"], choices=["online", "semi-online"])
@@ -186,7 +192,10 @@ def main() -> None:
 
     model, processor = build(args)
     height = model.config.test_min_size
-    frames, source_size = load_frames(args.video, args.frames, height, round(height * 4 / 3))
+    if args.frames_npy:
+        frames, source_size = np.load(args.frames_npy)[: args.frames], tuple(args.source_size)
+    else:
+        frames, source_size = load_frames(args.video, args.frames, height, round(height * 4 / 3))
     report = {
         "cpu": cpu_name(), "device": args.device, "dtype": args.dtype, "threads": args.threads,
         "model": args.model or args.preset, "frames": args.frames, "input_size": list(frames.shape[1:3]),

@@ -153,13 +153,14 @@ def segment_video(
         def run_clip(frames: list[np.ndarray]) -> None:
             nonlocal memory, image_size, padded_size
             inputs = processor(videos=[np.stack(frames)], return_tensors="pt")
-            outputs = model(pixel_values=inputs["pixel_values"].to(device), pixel_mask=inputs["pixel_mask"].to(device),
+            pixel_values = inputs["pixel_values"].to(device, next(model.parameters()).dtype)
+            outputs = model(pixel_values=pixel_values, pixel_mask=inputs["pixel_mask"].to(device),
                             clip_memory=memory, clip_length=clip_length)  # fmt: skip
             memory = outputs.clip_memory
             image_size = tuple(outputs.image_sizes[0].tolist())
             padded_size = tuple(outputs.padded_image_sizes[0].tolist())
-            class_logits.append(outputs.class_queries_logits[0, 0].cpu())  # [cQ, K+1]
-            mask_embeddings.append(outputs.mask_embeddings[0, 0].cpu())  # [cQ, D]
+            class_logits.append(outputs.class_queries_logits[0, 0].float().cpu())  # [cQ, K+1]
+            mask_embeddings.append(outputs.mask_embeddings[0, 0].float().cpu())  # [cQ, D]
             clip_lengths.append(len(frames))
             spill.append(outputs.mask_features[0, :, :, : padded_size[0] // 4, : padded_size[1] // 4])
             bar.update(len(frames))

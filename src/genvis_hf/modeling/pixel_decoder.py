@@ -132,9 +132,9 @@ class GenVISPixelDecoder(nn.Module):
         for level, (x, projection) in enumerate(zip(transformer_inputs, self.input_projections)):
             height, width = x.shape[-2:]
             spatial_shapes_list.append((height, width))
-            projected = projection(x.float().contiguous(memory_format=channels_last))  # [N, C, H, W], channels-last
+            projected = projection(x.contiguous(memory_format=channels_last))  # [N, C, H, W], channels-last
             sources.append(projected.flatten(2).transpose(1, 2))  # [N, H*W, C] (a view)
-            position = sine_position_embedding(batch, height, width, self.hidden_dim // 2, x.device)
+            position = sine_position_embedding(batch, height, width, self.hidden_dim // 2, x.device, projected.dtype)
             positions.append(position.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
         hidden_states = torch.cat(sources, 1)  # [N, S, C]
         position_embeddings = torch.cat(positions, 1)  # [N, S, C]
@@ -155,7 +155,7 @@ class GenVISPixelDecoder(nn.Module):
         ]
         fpn_inputs = features[: self.num_fpn_levels][::-1]  # coarse to fine
         for x, lateral_conv, output_conv in zip(fpn_inputs, self.lateral_convs, self.output_convs):
-            lateral = lateral_conv(x.float().contiguous(memory_format=channels_last))
+            lateral = lateral_conv(x.contiguous(memory_format=channels_last))
             upsampled = F.interpolate(outputs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             outputs.append(output_conv(lateral + upsampled))
         return PixelDecoderOutput(

@@ -62,7 +62,10 @@ class MaskRenderer:
             bool `[k, Tc, target_h, target_w]`.
         """
         height, width = self.image_size
-        logits = torch.einsum("qc,tchw->qthw", mask_embeddings, mask_features)
+        # One memory layout whatever the caller holds (channels-last model output, or a contiguous copy from
+        # the streaming spill file): the product's rounding, hence every mask pixel, is then the same.
+        mask_features = mask_features.contiguous()
+        logits = torch.einsum("qc,tchw->qthw", mask_embeddings.contiguous(), mask_features)
         logits = F.interpolate(logits, size=self.padded_size, mode="bilinear", align_corners=False)
         logits = logits[:, :, :height, :width]  # [k, Tc, H, W]
         soft = logits.sigmoid()

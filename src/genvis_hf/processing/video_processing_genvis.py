@@ -224,12 +224,13 @@ class GenVISVideoProcessor(BaseVideoProcessor):
         num_clips = int(outputs.num_clips[b])
         num_frames = int(outputs.video_lengths[b])
         padded_size = tuple(outputs.padded_image_sizes[b].tolist())
-        selected = select_instances(outputs.class_queries_logits[b, :num_clips], top_k)
+        # float32 whatever the model ran in (bf16 models included), as the original post-processing
+        selected = select_instances(outputs.class_queries_logits[b, :num_clips].float(), top_k)
         renderer = MaskRenderer(tuple(outputs.image_sizes[b].tolist()), padded_size, target_size)
-        features = outputs.mask_features[b, :num_frames, :, : padded_size[0] // 4, : padded_size[1] // 4]
+        features = outputs.mask_features[b, :num_frames, :, : padded_size[0] // 4, : padded_size[1] // 4].float()
         masks, start = [], 0
         for clip, length in enumerate(outputs.clip_lengths[b, :num_clips].tolist()):
-            embeddings = outputs.mask_embeddings[b, clip, selected.queries]  # [k, D]
+            embeddings = outputs.mask_embeddings[b, clip, selected.queries].float()  # [k, D]
             masks.append(renderer.add_clip(embeddings, features[start : start + length]))
             start += length
         scores = renderer.rescored(selected.scores)

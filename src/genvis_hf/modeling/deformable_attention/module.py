@@ -64,7 +64,9 @@ class MultiScaleDeformableAttention(nn.Module):
         # offsets are in pixels of each level: normalise by (W_l, H_l)
         normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)  # [L, 2]
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        # The sampling runs in float32 whatever the model dtype: bf16 locations would be off by a quarter pixel.
         output = multi_scale_deformable_attention(
-            value, spatial_shapes, spatial_shapes_list, level_start_index, locations, weights, self.backend
-        )
+            value.float(), spatial_shapes, spatial_shapes_list, level_start_index, locations.float(), weights.float(),
+            self.backend,
+        ).to(value.dtype)
         return linear(output, self.output_proj.weight, self.output_proj.bias)

@@ -1,0 +1,38 @@
+// Multi-scale deformable attention: device entry points (CPU always, CUDA when built with GENVIS_WITH_CUDA).
+//
+// Shapes (N batch, S flattened pixels of all levels, M heads, D channels per head, Lq queries,
+// L levels, P points per head and level):
+//   value               [N, S, M, D]          contiguous, float / double / half / bfloat16
+//   spatial_shapes      [L, 2]  int64         (H_l, W_l), on the device of `value`
+//   level_start_index   [L]     int64         offset of level l in S, on the device of `value`
+//   sampling_locations  [N, Lq, M, L, P, 2]   normalised (x, y), same dtype as `value`
+//   attention_weights   [N, Lq, M, L, P]      same dtype as `value`
+//   output              [N, Lq, M * D]
+// The backward returns the gradients of value, sampling_locations and attention_weights.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace genvis_ms_deform_attn {
+
+at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                       const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                       const at::Tensor& attention_weights);
+
+std::vector<at::Tensor> backward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                                     const at::Tensor& attention_weights, const at::Tensor& grad_output);
+
+#ifdef GENVIS_WITH_CUDA
+at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                        const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                        const at::Tensor& attention_weights);
+
+std::vector<at::Tensor> backward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                      const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                                      const at::Tensor& attention_weights, const at::Tensor& grad_output);
+#endif
+
+}  // namespace genvis_ms_deform_attn

@@ -1,0 +1,350 @@
+"""Multi-scale deformable attention backends: agreement with the `torch` reference (values and gradients),
+gradcheck, and the selection rules (`auto` never fails where `torch` works; an unavailable backend says why
+in one line).
+
+The jit extension compiles once per machine (~30 s on 2 cores) into torch's extensions folder and is reused
+by later runs; every test after the first reuses the build of this process.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from deformable_attention_helpers import DEVICES, FAST_BACKEND_DEVICES, make_inputs, require_backend
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genvis_hf.modeling.deformable_attention import (
+    DeformableAttentionBackendUnavailable,
+    MultiScaleDeformableAttention,
+    clear_backend_cache,
+    multi_scale_deformable_attention,
+    resolve_backend,
+    unavailable_reason,
+)
+from genvis_hf.modeling.deformable_attention import dispatch, jit_backend, kernels_backend
+from genvis_hf.modeling.deformable_attention.kernels_backend import im2col_step_for
+
+ATOL = 1e-5
+CASES = {
+    # batch, (H, W) per level, heads, head_dim, queries, points
+    "three_odd_levels": (2, [(7, 9), (4, 5), (2, 3)], 3, 5, 11, 3),
+    "one_level": (1, [(6, 4)], 2, 8, 9, 4),
+    "four_levels_1px": (3, [(9, 11), (5, 6), (3, 3), (1, 1)], 2, 16, 5, 2),
+    "wide_head": (2, [(13, 7), (7, 4)], 1, 33, 6, 1),
+}
+
+
+@pytest.fixture
+def fresh_backends():
+    """Forget every remembered probe before and after the test, keeping already built extensions loaded."""
+    built = dict(jit_backend._extensions)
+    clear_backend_cache()
+    yield
+    clear_backend_cache()
+    jit_backend._extensions.update(built)
+
+
+def _run(name, inputs):
+    return multi_scale_deformable_attention(*inputs, backend=name)
+
+
+# ---------------------------------------------------------------------------------------------- agreement
+@pytest.mark.parametrize(("backend", "device"), FAST_BACKEND_DEVICES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_matches_torch(backend, device, case):
+    require_backend(backend, device)
+    inputs = make_inputs(*CASES[case], device=device, seed=len(case))
+    expected = _run("torch", inputs)
+    actual = _run(backend, inputs)
+    batch, _, heads, head_dim = inputs[0].shape
+    assert actual.shape == expected.shape == (batch, inputs[4].shape[1], heads * head_dim)
+    error = (actual - expected).abs().max().item()
+    assert error <= ATOL, f"{backend} vs torch: max abs error {error:.3g}"
+
+
+@pytest.mark.parametrize(("backend", "device"), FAST_BACKEND_DEVICES)
+def test_edge_locations_match_torch(backend, device):
+    """Locations exactly on pixel centres, on the map borders, half a pixel outside and far outside."""
+    require_backend(backend, device)
+    value, shapes, shapes_list, starts, _, weights = make_inputs(2, [(5, 7), (3, 2)], 2, 4, 12, 12, device=device)
+    special = torch.tensor([0.0, 1.0, 0.5, -0.5 / 7, 1 + 0.5 / 7, 1 / 14, 13 / 14, -3.0, 4.0, 0.25, -1e-7, 1 + 1e-7])
+    # every (x, y) pair of special values: query i holds y = special[i] with the 12 x values as its points
+    grid = torch.stack(torch.broadcast_tensors(special[None, :], special[:, None]), -1)  # [12, 12, 2]
+    locations = grid[None, :, None, None, :, :].expand(2, 12, 2, 2, 12, 2).contiguous().to(device)
+    inputs = (value, shapes, shapes_list, starts, locations, weights)
+    error = (_run(backend, inputs) - _run("torch", inputs)).abs().max().item()
+    assert error <= ATOL
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    shapes=st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9)), min_size=1, max_size=4),
+    heads=st.integers(1, 3),
+    head_dim=st.integers(1, 12),
+    queries=st.integers(1, 7),
+    points=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_jit_cpu_matches_torch_on_random_shapes(batch, shapes, heads, head_dim, queries, points, seed):
+    require_backend("jit", "cpu")
+    inputs = make_inputs(batch, shapes, heads, head_dim, queries, points, seed=seed)
+    error = (_run("jit", inputs) - _run("torch", inputs)).abs().max().item()
+    assert error <= ATOL
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_jit_other_dtypes(device, dtype):
+    """Half and bfloat16 accumulate in float32: compare with float32 torch on the same rounded inputs."""
+    require_backend("jit", device)
+    inputs = make_inputs(2, [(7, 9), (4, 5)], 2, 8, 10, 3, dtype=dtype, device=device)
+    actual = _run("jit", inputs)
+    assert actual.dtype == dtype
+    as_float = [t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs]
+    expected = _run("torch", as_float)
+    tolerance = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float64: 1e-6}[dtype]
+    assert (actual.float() - expected).abs().max().item() <= tolerance
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+def _gradients(name, inputs, grad_output):
+    value, shapes, shapes_list, starts, locations, weights = inputs
+    leaves = [t.detach().clone().requires_grad_(True) for t in (value, locations, weights)]
+    output = multi_scale_deformable_attention(leaves[0], shapes, shapes_list, starts, leaves[1], leaves[2], name)
+    return torch.autograd.grad(output, leaves, grad_output)
+
+
+@pytest.mark.parametrize(("backend", "device"), FAST_BACKEND_DEVICES)
+@pytest.mark.parametrize("case", ["three_odd_levels", "four_levels_1px"])
+def test_gradients_match_torch(backend, device, case):
+    require_backend(backend, device)
+    inputs = make_inputs(*CASES[case], device=device, seed=3)
+    grad_output = torch.randn_like(_run("torch", inputs))
+    expected = _gradients("torch", inputs, grad_output)
+    actual = _gradients(backend, inputs, grad_output)
+    for name, a, e in zip(("value", "sampling_locations", "attention_weights"), actual, expected):
+        # location gradients carry a factor of the map size: compare relative to their scale
+        scale = max(1.0, e.abs().max().item())
+        error = (a - e).abs().max().item() / scale
+        assert error <= 1e-5, f"{backend} d/d{name}: relative error {error:.3g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_jit_gradcheck(device):
+    require_backend("jit", device)
+    value, shapes, shapes_list, starts, locations, weights = make_inputs(
+        2, [(4, 5), (2, 3)], 2, 3, 4, 2, dtype=torch.float64, device=device, seed=7
+    )
+
+    def function(value, locations, weights):
+        return multi_scale_deformable_attention(value, shapes, shapes_list, starts, locations, weights, "jit")
+
+    leaves = [t.requires_grad_(True) for t in (value, locations, weights)]
+    assert torch.autograd.gradcheck(function, leaves, eps=1e-6, atol=1e-5)
+
+
+def test_jit_refuses_double_backward():
+    """The kernels are differentiable once: asking for a second derivative must raise, not return zeros."""
+    require_backend("jit", "cpu")
+    value, shapes, shapes_list, starts, locations, weights = make_inputs(1, [(3, 4)], 1, 2, 3, 2, seed=2)
+    locations.requires_grad_(True)
+    output = multi_scale_deformable_attention(value, shapes, shapes_list, starts, locations, weights, "jit")
+    (grad,) = torch.autograd.grad(output.square().sum(), locations, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+
+
+def test_jit_module_training_step_matches_torch():
+    """The layer (projections + core) gives the torch backend's parameter gradients with the jit core."""
+    require_backend("jit", "cpu")
+    torch.manual_seed(0)
+    layer = MultiScaleDeformableAttention(embed_dim=16, num_levels=2, num_heads=2, num_points=3, backend="torch")
+    shapes_list = [(5, 6), (3, 3)]
+    shapes = torch.tensor(shapes_list)
+    starts = torch.tensor([0, 30])
+    states = torch.randn(2, 39, 16)
+    reference = torch.rand(2, 39, 2, 2)
+    grads = {}
+    for name in ("torch", "jit"):
+        layer.backend = name
+        layer.zero_grad()
+        layer(states, reference, states, shapes, shapes_list, starts).square().sum().backward()
+        grads[name] = {key: p.grad.clone() for key, p in layer.named_parameters()}
+    for key, expected in grads["torch"].items():
+        torch.testing.assert_close(grads["jit"][key], expected, rtol=1e-4, atol=1e-5, msg=key)
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def test_auto_resolves_to_an_available_backend_and_runs():
+    device = torch.device("cpu")
+    choice = resolve_backend("auto", device)
+    assert unavailable_reason(choice, device) is None
+    inputs = make_inputs(*CASES["three_odd_levels"])
+    assert (_run("auto", inputs) - _run("torch", inputs)).abs().max().item() <= ATOL
+    if jit_backend.toolchain_problem("cpu") is None:
+        assert choice == "jit", "with a compiler on this machine, auto must pick the jit kernels on CPU"
+
+
+def test_auto_falls_back_to_torch_when_the_jit_build_fails(fresh_backends, monkeypatch, caplog):
+    def broken_build(device_type):
+        raise RuntimeError("Error building extension 'genvis_ms_deform_attn_cpu': simulated compiler crash\nmore")
+
+    monkeypatch.setattr(jit_backend, "_build", broken_build)
+    jit_backend._extensions.clear()
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    inputs = make_inputs(*CASES["one_level"])
+    torch.testing.assert_close(_run("auto", inputs), _run("torch", inputs), rtol=0, atol=0)
+    with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+        _run("jit", inputs)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("deformable attention backend 'jit' unavailable: compiling the C++ extension failed")
+    assert "simulated compiler crash" in message
+
+
+def test_a_real_failing_compile_is_caught(fresh_backends, monkeypatch, tmp_path):
+    """End to end, in an empty cache: torch's extension build starts and the compiler fails on our sources (a
+    wrapper around the real one that answers `--version` but rejects every compilation)."""
+    compiler = tmp_path / "broken-c++"
+    compiler.write_text(
+        '#!/bin/sh\ncase " $* " in *" -c "*) echo "error: simulated compiler failure" >&2; exit 1;; esac\n'
+        'exec c++ "$@"\n'
+    )
+    compiler.chmod(0o755)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    monkeypatch.setenv("CXX", str(compiler))
+    # A name of its own: torch remembers every (name, sources, folder) it built in this process and renames the
+    # next build of that name (`_v1`), which would make the real extension recompile under a new name.
+    monkeypatch.setattr(jit_backend, "extension_name", lambda device_type: f"genvis_broken_build_test_{device_type}")
+    jit_backend._extensions.clear()
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+        resolve_backend("jit", torch.device("cpu"))
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300
+    assert message.startswith(
+        "deformable attention backend 'jit' unavailable: compiling the C++ extension failed (RuntimeError: Error "
+        "building extension 'genvis_broken_build_test_cpu"
+    )
+
+
+def test_auto_falls_back_when_the_kernel_layer_cannot_be_loaded(fresh_backends, monkeypatch):
+    def unloadable():
+        raise ImportError("simulated: kernels could not import the local layer")
+
+    monkeypatch.setattr(kernels_backend.jit_kernel_backend, "_repository", unloadable)
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    reason = unavailable_reason("jit", torch.device("cpu"))
+    assert reason == (
+        "loading our kernel layer through kernels failed: "
+        "ImportError: simulated: kernels could not import the local layer"
+    )
+
+
+def test_a_kernel_that_disagrees_with_the_reference_is_not_used(fresh_backends, monkeypatch):
+    """A layer that loads but computes something else (here: zeros) is rejected by the first-use check."""
+    from torch import nn
+
+    class WrongCore(nn.Module):
+        def forward(self, value, *args):
+            return value.new_zeros(value.shape[0], args[3].shape[1], value.shape[2] * value.shape[3])
+
+    monkeypatch.setattr(kernels_backend, "kernelize_core", lambda repository, device: WrongCore())
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    reason = unavailable_reason("jit", torch.device("cpu"))
+    assert reason.startswith("the loaded kernel's output differs from the torch reference by ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "setting", "expected"),
+    [("CXX", "no-such-compiler-xyz", "no C++ compiler ('no-such-compiler-xyz' not found"),
+     (jit_backend.DISABLE_ENV, "1", f"disabled by {jit_backend.DISABLE_ENV}=1")],
+)  # fmt: skip
+def test_jit_reports_a_missing_toolchain(fresh_backends, monkeypatch, variable, setting, expected):
+    monkeypatch.setenv(variable, setting)
+    jit_backend._extensions.clear()
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    prefix = "^deformable attention backend 'jit' unavailable: "
+    with pytest.raises(DeformableAttentionBackendUnavailable, match=prefix) as raised:
+        resolve_backend("jit", torch.device("cpu"))
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_kernels_backend_on_cpu_says_why():
+    with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+        resolve_backend("kernels", torch.device("cpu"))
+    assert str(raised.value) == (
+        "deformable attention backend 'kernels' unavailable: "
+        "the Hub kernel kernels-community/deformable-detr has CUDA builds only (device is cpu)"
+    )
+
+
+def test_jit_on_cuda_without_cuda_says_why(fresh_backends, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+        resolve_backend("jit", torch.device("cuda"))
+    assert str(raised.value) == "deformable attention backend 'jit' unavailable: CUDA is not available"
+
+
+def test_hub_kernel_failure_is_caught_and_remembered(fresh_backends, monkeypatch):
+    """Offline, the Hub kernel's loader raises (ValueError, OSError, ...): caught once, remembered, one line."""
+    calls = []
+
+    def offline_repository():
+        calls.append(1)
+        raise OSError("simulated: cannot reach the Hub\nsecond line")
+
+    backend = kernels_backend.hub_kernel_backend
+    monkeypatch.setattr(backend, "_repository", offline_repository)
+    monkeypatch.setattr(backend, "_device_problem", lambda device: None)  # pretend this device has CUDA
+    first = backend.unavailable_reason(torch.device("cpu"))
+    second = backend.unavailable_reason(torch.device("cpu"))
+    assert first == second == (
+        "cannot load kernels-community/deformable-detr (offline and not in the Hugging Face cache?): "
+        "OSError: simulated: cannot reach the Hub"
+    )
+    assert len(calls) == 1
+    assert resolve_backend("auto", torch.device("cpu")) in ("jit", "torch")
+
+
+def test_unknown_backend_is_refused_in_one_line():
+    with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+        resolve_backend("triton", torch.device("cpu"))
+    assert "\n" not in str(raised.value) and "unknown deformable attention backend 'triton'" in str(raised.value)
+
+
+def test_auto_choice_is_cached_per_device(fresh_backends, monkeypatch):
+    probes = []
+    original = dispatch.unavailable_reason
+
+    def counting(name, device):
+        probes.append(name)
+        return original(name, device)
+
+    monkeypatch.setattr(dispatch, "unavailable_reason", counting)
+    first = resolve_backend("auto", torch.device("cpu"))
+    count = len(probes)
+    assert count >= 1
+    for _ in range(3):
+        assert resolve_backend("auto", torch.device("cpu")) == first
+    assert len(probes) == count
+
+
+def test_jit_layer_is_put_in_place_by_kernelize():
+    """The jit backend is our local kernel repository, loaded and swapped in by `kernels.kernelize`."""
+    require_backend("jit", "cpu")
+    from kernels import get_local_kernel
+
+    kernel = get_local_kernel(kernels_backend.LOCAL_KERNEL_PATH)
+    layer = kernel.layers.MultiScaleDeformableAttention
+    core = kernels_backend.kernelize_core(kernels_backend.local_repository(), torch.device("cpu"))
+    assert core.forward.__func__ is layer.forward
+    inputs = make_inputs(*CASES["three_odd_levels"])
+    output = core(*inputs, 64)
+    assert (output - _run("torch", inputs)).abs().max().item() <= ATOL
+
+
+def test_im2col_step_divides_the_batch():
+    assert [im2col_step_for(b) for b in (1, 3, 64, 96, 130)] == [1, 3, 64, 48, 26]
