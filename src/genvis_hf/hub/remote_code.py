@@ -335,9 +335,15 @@ def remote_classes(model_dir: str | Path) -> Iterator[dict[str, type]]:
     auto_map = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("auto_map") or {}
     if not auto_map:
         raise RemoteCodeExportError(f"{model_dir}/config.json has no auto_map")
-    for reference in set(auto_map.values()):
+    for reference in sorted(set(auto_map.values())):
         module_file = model_dir / f"{reference.split('.')[0]}.py"
-        for needed in [str(module_file), *get_relative_import_files(str(module_file))]:
+        try:  # transformers' own recursive scan of the relative imports it will copy
+            needed_files = [str(module_file), *get_relative_import_files(str(module_file))]
+        except FileNotFoundError as error:
+            raise RemoteCodeExportError(
+                f"{reference} needs {Path(error.filename).name}, which is not in {model_dir}"
+            ) from None
+        for needed in needed_files:
             if not Path(needed).is_file():
                 raise RemoteCodeExportError(f"{reference} needs {Path(needed).name}, which is not in {model_dir}")
             try:
