@@ -377,3 +377,38 @@ def test_push_reports_success_only_after_the_single_commit_returns(hub, monkeypa
     result = push_to_hub(hub["plain"], "testorg/genvis-fix", token="hf_fake")
     assert result.commit_url.endswith("/commit/abc") and len(calls) == 2
     assert calls[1]["folder_path"] == str(hub["plain"]) and calls[1]["repo_id"] == "testorg/genvis-fix"
+
+
+def test_convert_push_failure_keeps_the_conversion_and_success_is_printed_last(monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+
+    def refused(self, *args, **kwargs):
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(HfApi, "create_repo", refused)
+    assert _convert("--push-to-hub", "testorg/genvis-fix", "--no-verify") == 1
+    captured = capsys.readouterr()
+    assert "pushed" not in captured.out and "nothing was committed" in captured.err
+    kept = Path(captured.err.split("the converted model is kept in ")[1].split(";")[0])
+    assert (kept / "README.md").is_file() and (kept / "model.safetensors").is_file()
+    shutil.rmtree(kept.parent)
+
+    class Repo:
+        repo_id = "testorg/genvis-fix"
+
+    class Commit:
+        commit_url, oid = "https://huggingface.co/testorg/genvis-fix/commit/abc", "abc"
+
+    uploaded = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: Repo())
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **k: uploaded.append(sorted(os.listdir(k["folder_path"])))
+                        or Commit())  # fmt: skip
+    assert _convert("--push-to-hub", "testorg/genvis-fix", "--no-verify") == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == "pushed to testorg/genvis-fix: " + Commit.commit_url
+    assert uploaded == [["README.md", "config.json", "model.safetensors", "video_preprocessor_config.json"]]

@@ -107,6 +107,11 @@ def run_convert(args: argparse.Namespace) -> int:
                 result = push_to_hub(report.output_dir, args.push_to_hub, token=token, private=args.private or None)
             except HubPushError as error:
                 print(f"error: {error}", file=sys.stderr)
+                if temp_root is not None:  # keep the conversion: the push can be retried without redoing it
+                    temp_root = None
+                    print(f"the converted model is kept in {report.output_dir}; retry with: python -c \"from "
+                          f"genvis_hf.hub import push_to_hub; push_to_hub('{report.output_dir}', "
+                          f"'{args.push_to_hub}')\"", file=sys.stderr)
                 return 1
             print(f"pushed to {result.repo_id}: {result.commit_url}")
         return 0
