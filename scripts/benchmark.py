@@ -154,6 +154,24 @@ class _EncoderTimer:
         self.total += time.perf_counter() - self.started
 
 
+def measure_fp32_peak(device: str, repeats: int = 20) -> float:
+    """Practical fp32 peak of this machine, GFLOP/s: the best of repeated 3x3 convolutions, 256 -> 256 channels
+    on a 96x120 map in channels-last (oneDNN's best case on CPUs; see ../shared/PERF_NOTES.md)."""
+    x = torch.randn(1, 256, 96, 120, device=device).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(256, 256, 3, 3, device=device).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 256 * 256 * 9 * 96 * 120
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            synchronize()
+            start = time.perf_counter()
+            torch.nn.functional.conv2d(x, weight, padding=1)
+            synchronize()
+            best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
 def count_flops(model, processor, frames, target_size, clip_length) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -214,6 +232,11 @@ def main() -> None:
             result["backbone_gflop_per_s"] = round(flops["backbone"] / 1e9 / max(stage["backbone"], 1e-9), 1)
         report["modes"][mode] = result
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if not args.no_flops:
+        peak = measure_fp32_peak(args.device)
+        report["fp32_peak_gflop_per_s"] = round(peak, 1)
+        for result in report["modes"].values():
+            result["fraction_of_fp32_peak"] = round(result["gflop_per_s"] / peak, 3)
 
     if args.baseline_json:
         baselines = [json.loads(line) for line in args.baseline_json.read_text().splitlines() if line.strip().startswith("{")]

@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
 from .processing.post_processing import MaskRenderer, score_order, select_instances
-from .processing.rle import mask_to_rle
+from .processing.rle import masks_to_rle
 from .processing.video_io import VideoReader
 
 
@@ -184,7 +184,7 @@ def segment_video(
             masks = renderer.add_clip(mask_embeddings[clip][selected.queries], spill.read(start, length))
             start += length
             for instance, instance_masks in enumerate(masks):
-                segmentations[instance].extend(mask_to_rle(m) for m in instance_masks)
+                segmentations[instance].extend(masks_to_rle(instance_masks))
         scores = renderer.rescored(selected.scores)
     finally:
         spill.close()

@@ -10,7 +10,6 @@ are still processed; the exit code is 1 if any input failed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -70,8 +69,9 @@ def _output_names(inputs: list[str]) -> list[str]:
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from .evaluation import YTVISResultsWriter
     from .inference import segment_video
-    from .processing.video_io import AtomicOutput, VideoInputError, VideoReader, write_video
+    from .processing.video_io import VideoInputError, VideoReader, write_video
     from .processing.visualize import overlay_video
 
     try:
@@ -87,8 +87,9 @@ def run_segment(args: argparse.Namespace) -> int:
                 model, processor, source, threshold=args.threshold, top_k=args.top_k, clip_length=args.clip_length,
                 max_frames=args.max_frames, allow_truncated=args.allow_truncated, progress=not args.no_progress,
             )  # fmt: skip
-            with AtomicOutput(args.output_dir / f"{name}.json") as temp:
-                temp.write_text(json.dumps(result.to_ytvis_results(video_id=name)))
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+            with YTVISResultsWriter(args.output_dir / f"{name}.json") as writer:  # temporary file, renamed at close
+                writer.add_results(result.to_ytvis_results(video_id=name))
             written = [args.output_dir / f"{name}.json"]
             if args.overlay or args.gif:
                 fps = args.fps or result.fps or 10.0

@@ -26,6 +26,18 @@ class ConvFrozenBN(nn.Module):
         return self.norm(self.conv(x))
 
 
+def max_pool_3x3_stride2(x: torch.Tensor) -> torch.Tensor:
+    """`F.max_pool2d(x, 3, stride=2, padding=1)` as two separable passes of element-wise maxima over strided
+    views. A maximum is exact, so the result is identical; on CPUs it is several times faster than ATen's
+    pooling kernel, which is a noticeable share of the stem."""
+    x = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
+    height, width = x.shape[-2:]
+    rows = torch.maximum(torch.maximum(x[..., 0 : height - 2 : 2, :], x[..., 1 : height - 1 : 2, :]), x[..., 2:height:2, :])
+    return torch.maximum(
+        torch.maximum(rows[..., 0 : width - 2 : 2], rows[..., 1 : width - 1 : 2]), rows[..., 2:width:2]
+    ).contiguous()
+
+
 class ResNetStem(nn.Module):
     """7x7/2 conv + frozen BN + ReLU + 3x3/2 max-pool: stride 4."""
 
@@ -34,8 +46,10 @@ class ResNetStem(nn.Module):
         self.conv1 = ConvFrozenBN(in_channels, out_channels, kernel_size=7, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        x = F.relu(self.conv1(x), inplace=True)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)  # its backward routes to one argmax
+        return max_pool_3x3_stride2(x)
 
 
 class BottleneckBlock(nn.Module):
@@ -53,11 +67,11 @@ class BottleneckBlock(nn.Module):
         self.conv3 = ConvFrozenBN(bottleneck_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.conv1(x))
-        out = F.relu(self.conv2(out))
+        out = F.relu(self.conv1(x), inplace=True)
+        out = F.relu(self.conv2(out), inplace=True)
         out = self.conv3(out)
-        shortcut = x if self.shortcut is None else self.shortcut(x)
-        return F.relu(out + shortcut)
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out, inplace=True)
 
 
 class BasicBlock(nn.Module):
@@ -70,10 +84,10 @@ class BasicBlock(nn.Module):
         self.conv2 = ConvFrozenBN(out_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.conv1(x))
+        out = F.relu(self.conv1(x), inplace=True)
         out = self.conv2(out)
-        shortcut = x if self.shortcut is None else self.shortcut(x)
-        return F.relu(out + shortcut)
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out, inplace=True)
 
 
 class GenVISResNetBackbone(nn.Module):

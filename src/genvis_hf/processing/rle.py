@@ -1,15 +1,15 @@
-"""COCO run-length encoding of binary masks (pycocotools), as YouTube-VIS results files store them."""
+"""COCO run-length encoding of binary masks, as YouTube-VIS results files store them (one encoder for the
+whole package: `genvis_hf.evaluation.rle.encode_masks`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
+
+from ..evaluation.rle import encode_masks
 
 
-def mask_to_rle(mask: torch.Tensor | np.ndarray) -> dict:
-    """Bool `[H, W]` mask -> `{"size": [H, W], "counts": str}` (compressed COCO RLE)."""
-    array = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    rle = mask_utils.encode(np.asfortranarray(array.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+def masks_to_rle(masks: torch.Tensor | np.ndarray) -> list[dict]:
+    """Bool `[T, H, W]` masks of one instance -> `T` dicts `{"size": [H, W], "counts": str}`."""
+    array = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    return encode_masks(array)

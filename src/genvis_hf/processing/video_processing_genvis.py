@@ -17,7 +17,7 @@ from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from .post_processing import MaskRenderer, score_order, select_instances
-from .rle import mask_to_rle
+from .rle import masks_to_rle
 from .video_io import VideoInputError, read_video
 
 DEFAULT_MEAN = [123.675, 116.28, 103.53]
@@ -241,7 +241,7 @@ class GenVISVideoProcessor(BaseVideoProcessor):
             "masks": torch.cat(masks, dim=1)[order].cpu(),  # [k, T, out_h, out_w]
         }
         if return_rle:
-            result["segmentations"] = [[mask_to_rle(frame) for frame in instance] for instance in result["masks"]]
+            result["segmentations"] = [masks_to_rle(instance) for instance in result["masks"]]
         return result
 
 
