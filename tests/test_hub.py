@@ -263,6 +263,16 @@ def test_validation_passes_on_the_export_and_catches_a_changed_file(hub, tmp_pat
         remote_code.validate_remote_code(changed)
 
 
+def test_flat_names_keep_the_subpackage_only_where_short_names_collide():
+    assert remote_code.flat_names(["genvis_hf.processing.rle", "genvis_hf.evaluation.rle", "genvis_hf.modeling.layers",
+                                   "genvis_hf.modeling.deformable_attention.module", "genvis_hf.inference"]) == {
+        "genvis_hf.processing.rle": "processing_rle", "genvis_hf.evaluation.rle": "evaluation_rle",
+        "genvis_hf.modeling.layers": "layers", "genvis_hf.modeling.deformable_attention.module":
+        "deformable_attention_module", "genvis_hf.inference": "inference"}  # fmt: skip
+    with pytest.raises(remote_code.RemoteCodeExportError, match="both be exported as"):
+        remote_code.flat_names(["genvis_hf.processing_rle", "genvis_hf.processing.rle", "genvis_hf.evaluation.rle"])
+
+
 def test_export_reports_a_name_the_override_does_not_define(tmp_path, monkeypatch):
     overrides = tmp_path / "overrides"
     shutil.copytree(remote_code.OVERRIDES_DIR, overrides)

@@ -10,7 +10,8 @@ it is exported FLAT:
   module reachable through relative imports (at any depth, including imports inside functions: transformers
   copies those too) is written to one file in the model directory, named after its place in the package
   (`genvis_hf.modeling.layers` -> `layers.py`, `genvis_hf.modeling.deformable_attention.module` ->
-  `deformable_attention_module.py`, a package's `__init__` -> the package name);
+  `deformable_attention_module.py`, a package's `__init__` -> the package name; modules whose short names
+  coincide keep their subpackage: `processing_rle.py`, `evaluation_rle.py`);
 - each of its relative imports is rewritten to the flat sibling (`from ..configuration.configuration_genvis
   import X` -> `from .configuration_genvis import X`); the source is otherwise copied byte for byte;
 - the deformable-attention package is exported with its pure-PyTorch backend only: its `__init__` and
@@ -70,6 +71,7 @@ class _Module:
     is_package: bool
     origin: str
     tree: ast.Module = field(init=False)
+    flat: str = field(init=False, default="")  # file stem in the export (set by collect_modules)
 
     def __post_init__(self) -> None:
         self.tree = ast.parse(self.source, filename=self.origin)
@@ -91,15 +93,34 @@ class RemoteCodeExport:
     modules: dict[str, str]  # package module -> flat file name
 
 
-def flat_name(module: str) -> str:
-    """File stem of `module` in the export: the path below the top-level subpackage, joined with `_`."""
+def flat_name(module: str, *, qualified: bool = False) -> str:
+    """File stem of `module` in the export: its path below the top-level subpackage joined with `_`
+    (`genvis_hf.modeling.layers` -> `layers`), or with `qualified`, below the package
+    (`genvis_hf.processing.rle` -> `processing_rle`), used when two modules would get the same short name."""
     parts = module.split(".")
     if parts[0] != PACKAGE or len(parts) < 2:
         raise RemoteCodeExportError(f"cannot export {module!r}: only modules below {PACKAGE} are exported")
     parts = parts[1:]
-    if len(parts) >= 2:
-        parts = parts[1:]  # configuration / modeling / processing: one flat namespace
+    if len(parts) >= 2 and not qualified:
+        parts = parts[1:]  # configuration / modeling / processing / ...: one flat namespace
     return "_".join(parts)
+
+
+def flat_names(modules) -> dict[str, str]:
+    """Module -> file stem for a set of modules: the short name, or the qualified one for each module whose
+    short name another module of the set shares (`processing.rle` and `evaluation.rle` -> `processing_rle`,
+    `evaluation_rle`). Raises `RemoteCodeExportError` if two modules still collide."""
+    short = {name: flat_name(name) for name in modules}
+    counts: dict[str, int] = {}
+    for stem in short.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    names = {name: stem if counts[stem] == 1 else flat_name(name, qualified=True) for name, stem in short.items()}
+    seen: dict[str, str] = {}
+    for name, stem in names.items():
+        if stem in seen:
+            raise RemoteCodeExportError(f"{name} and {seen[stem]} would both be exported as {stem}.py")
+        seen[stem] = name
+    return names
 
 
 def _load_module(name: str) -> _Module:
@@ -191,12 +212,9 @@ def collect_modules(roots: list[str] | None = None) -> dict[str, _Module]:
         for _, target, names in _internal_imports(module):
             for imported, _, is_submodule in names:
                 pending.append(f"{target}.{imported}" if is_submodule else target)
-    flat: dict[str, str] = {}
-    for name in modules:
-        stem = flat_name(name)
-        if stem in flat:
-            raise RemoteCodeExportError(f"{name} and {flat[stem]} would both be exported as {stem}.py")
-        flat[stem] = name
+    stems = flat_names(modules)
+    for name, module in modules.items():
+        module.flat = stems[name]
     # every name imported between exported modules must exist in its module
     for module in modules.values():
         for node, target, names in _internal_imports(module):
@@ -204,14 +222,15 @@ def collect_modules(roots: list[str] | None = None) -> dict[str, _Module]:
                 if not is_submodule and imported not in _top_level_names(modules[target]):
                     raise RemoteCodeExportError(
                         f"{module.origin}:{node.lineno}: imports {imported!r} from {target}, which the exported "
-                        f"{flat_name(target)}.py does not define"
+                        f"{modules[target].flat}.py does not define"
                         + (" (update genvis_hf/hub/remote_code_overrides/)" if target in OVERRIDES else "")
                     )
     return modules
 
 
-def rewrite_imports(module: _Module) -> str:
-    """The module's source with every import of our package pointing at the flat sibling files."""
+def rewrite_imports(module: _Module, modules: dict[str, _Module]) -> str:
+    """The module's source with every import of our package pointing at the flat sibling files (`modules`:
+    the exported set, as `collect_modules` returns it)."""
     lines = module.source.splitlines(keepends=True)
     offsets = [0]
     for line in lines:
@@ -222,10 +241,10 @@ def rewrite_imports(module: _Module) -> str:
         plain = [(n, a) for n, a, sub in names if not sub]
         if plain:
             imported = ", ".join(n if a is None else f"{n} as {a}" for n, a in plain)
-            statements.append(f"from .{flat_name(target)} import {imported}")
+            statements.append(f"from .{modules[target].flat} import {imported}")
         for name, alias, is_submodule in names:
             if is_submodule:
-                statements.append(f"from . import {flat_name(f'{target}.{name}')} as {alias or name}")
+                statements.append(f"from . import {modules[f'{target}.{name}'].flat} as {alias or name}")
         indent = " " * node.col_offset
         start = offsets[node.lineno - 1] + node.col_offset
         end = offsets[node.end_lineno - 1] + node.end_col_offset
@@ -293,13 +312,15 @@ def export_remote_code(model_dir: str | Path, *, validate: bool = True) -> Remot
     modules = collect_modules()
     written = []
     for name, module in modules.items():
-        file_name = f"{flat_name(name)}.py"
-        _write_text_atomic(model_dir / file_name, HEADER.format(module=name, version=__version__) + rewrite_imports(module))
+        file_name = f"{module.flat}.py"
+        _write_text_atomic(
+            model_dir / file_name, HEADER.format(module=name, version=__version__) + rewrite_imports(module, modules)
+        )
         written.append(file_name)
     for stale in model_dir.glob("*.py"):
         if stale.name not in written and stale.read_text(encoding="utf-8").startswith(_HEADER_PREFIX):
             stale.unlink()
-    auto_map = {key: f"{flat_name(module)}.{cls}" for key, (module, cls) in AUTO_MAP.items()}
+    auto_map = {key: f"{modules[module].flat}.{cls}" for key, (module, cls) in AUTO_MAP.items()}
     _update_json(model_dir / "config.json", auto_map)
     _update_json(model_dir / "video_preprocessor_config.json", {"AutoVideoProcessor": auto_map["AutoVideoProcessor"]})
     export = RemoteCodeExport(
@@ -307,7 +328,7 @@ def export_remote_code(model_dir: str | Path, *, validate: bool = True) -> Remot
         files=sorted(written),
         auto_map=auto_map,
         requirements=third_party_imports(modules),
-        modules={name: f"{flat_name(name)}.py" for name in modules},
+        modules={name: f"{module.flat}.py" for name, module in modules.items()},
     )
     if validate:
         validate_remote_code(model_dir)
