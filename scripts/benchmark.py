@@ -188,6 +188,45 @@ def count_flops(model, processor, frames, target_size, clip_length) -> dict:
     return {"total": total / len(frames), "backbone": backbone / len(frames)}
 
 
+def compare_bf16(args, frames, source_size) -> dict:
+    """Speed-up of the bf16 path over fp32 and its deviation, on the same frames: label agreement (share of fp32
+    instances, matched by their clip query, that bf16 also returns with the same label) and the video mask IoU of
+    the matched instances (sum over frames of intersections / sum of unions)."""
+    results, times = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        args.dtype = dtype
+        model, processor = build(args)
+        clip_length = model.config.clip_length
+        with torch.inference_mode():
+            run_once(model, processor, frames, source_size, clip_length)  # warm-up
+            durations = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                results[dtype] = run_once(model, processor, frames, source_size, clip_length)
+                durations.append((time.perf_counter() - start) / len(frames))
+        times[dtype] = statistics.median(durations)
+    reference, candidate = results["float32"], results["bfloat16"]
+    matches, ious = 0, []
+    for index, (query, label) in enumerate(zip(reference["queries"].tolist(), reference["labels"].tolist())):
+        same = [j for j, (q, l) in enumerate(zip(candidate["queries"].tolist(), candidate["labels"].tolist()))
+                if q == query and l == label]  # fmt: skip
+        if not same:
+            continue
+        matches += 1
+        a, b = reference["masks"][index], candidate["masks"][same[0]]
+        union = (a | b).sum().item()
+        ious.append((a & b).sum().item() / union if union else 1.0)
+    return {
+        "fp32_s_per_frame": round(times["float32"], 4), "bf16_s_per_frame": round(times["bfloat16"], 4),
+        "bf16_speedup": round(times["float32"] / times["bfloat16"], 2),
+        "label_agreement": round(matches / max(len(reference["labels"]), 1), 3),
+        "mask_iou_mean": round(statistics.mean(ious), 4) if ious else None,
+        "mask_iou_min": round(min(ious), 4) if ious else None,
+        "score_max_abs_diff": round(max(abs(a - b) for a, b in zip(sorted(reference["scores"].tolist()),
+                                                                   sorted(candidate["scores"].tolist()))), 4),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="genvis-r50-ytvis19")
@@ -205,8 +244,16 @@ def main() -> None:
     parser.add_argument("--backend", help="deformable attention backend (default: the config's, auto)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--baseline-json", type=Path, help="JSON line(s) of time_original.py to compare with")
+    parser.add_argument("--compare-bf16", action="store_true",
+                        help="only: bf16 vs fp32 speed-up and deviation (label agreement, mask IoU) at the model's mode")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compare_bf16:
+        config_size = build(args)[0].config.test_min_size
+        frames, source_size = load_frames(args.video, args.frames, config_size, round(config_size * 4 / 3))
+        print(json.dumps({"cpu": cpu_name(), "device": args.device, "model": args.model or args.preset,
+                          "frames": args.frames, **compare_bf16(args, frames, source_size)}))  # fmt: skip
+        return
 
     model, processor = build(args)
     height = model.config.test_min_size

@@ -206,7 +206,8 @@ class GenVISVideoProcessor(BaseVideoProcessor):
 
         Returns:
             One dict per video, instances sorted by decreasing score: `scores` float `[K]`, `labels` int64 `[K]`
-            (0-based), `masks` bool `[K, T, height, width]` and, with `return_rle`, `segmentations`.
+            (0-based), `masks` bool `[K, T, height, width]`, `queries` int64 `[K]` (the clip query that tracks the
+            instance; one query may carry several labels) and, with `return_rle`, `segmentations`.
         """
         top_k = top_k if top_k is not None else self.test_topk
         results = []
@@ -239,6 +240,7 @@ class GenVISVideoProcessor(BaseVideoProcessor):
             "scores": scores[order].cpu(),
             "labels": selected.labels[order].cpu(),
             "masks": torch.cat(masks, dim=1)[order].cpu(),  # [k, T, out_h, out_w]
+            "queries": selected.queries[order].cpu(),
         }
         if return_rle:
             result["segmentations"] = [masks_to_rle(instance) for instance in result["masks"]]
