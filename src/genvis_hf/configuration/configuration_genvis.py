@@ -85,6 +85,12 @@ class GenVISConfig(PretrainedConfig):
     """
 
     model_type = "genvis"
+    # Outputs `Trainer` leaves out of evaluation predictions (what post-processing needs stays; see
+    # `genvis_hf.training.hf_trainer`).
+    keys_to_ignore_at_inference = [
+        "loss_dict", "clip_memory", "clip_queries_hidden_states", "propagated_queries", "memory_keys",
+        "memory_values", "frame_queries", "backbone_hidden_states", "pixel_decoder_hidden_states",
+    ]  # fmt: skip
 
     def __init__(
         self,

@@ -305,6 +305,7 @@ def train(args: TrainArguments) -> dict:
                     "frame_range", "input_size", "config", "freeze_detector", "clip_grad_norm", "weight_decay",
                     "max_steps", "time_budget"):  # fmt: skip
             setattr(args, key, saved.get(key))
+    seed_everything(args.seed)  # the initial weights of a model trained from scratch
     model, from_scratch = build_model(args, source)
     args = recipe_defaults(args, from_scratch, device_type)
     config = model.config
@@ -367,9 +368,10 @@ def train(args: TrainArguments) -> dict:
     stopped_by_budget = False
     while step < schedule.max_steps:
         tick = time.time()
-        loss_sum, terms = 0.0, {}
+        loss_sum, videos = 0.0, []
         for micro in range(args.gradient_accumulation_steps):
             batch = next(batches)
+            videos += [int(label["video_id"]) for label in batch["labels"] if "video_id" in label]
             seed_everything(args.seed, step, micro, accelerator.process_index)
             with accelerator.accumulate(model):
                 outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], labels=batch["labels"])
@@ -389,7 +391,7 @@ def train(args: TrainArguments) -> dict:
         if accelerator.is_main_process and (step % args.logging_steps == 0 or step == 1):
             entry = {"step": step, "loss": loss_sum, "lr": scheduler.get_last_lr()[0],
                      "step_time": statistics.mean(step_times[-args.logging_steps:]),
-                     "elapsed": round(elapsed_before + time.time() - run_start, 1)}  # fmt: skip
+                     "elapsed": round(elapsed_before + time.time() - run_start, 1), "videos": videos}  # fmt: skip
             progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{entry['lr']:.2e}")
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(entry) + "\n")
