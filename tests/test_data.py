@@ -137,3 +137,11 @@ def test_coco_images_become_pseudo_videos(tmp_path):
     assert sample["pixel_values"].shape[0] == 4 and sample["labels"]["masks"].shape[:2] == (1, 4)
     assert sample["labels"]["class_labels"].tolist() == [0]
     assert sample["labels"]["masks"].flatten(1).any(1).all()
+
+
+def test_an_annotation_file_rewritten_in_place_is_read_again(tmp_path):
+    root = tmp_path / "set"
+    make_synthetic_dataset(root, num_videos=2, seed=1, height=32, width=32, min_frames=2, max_frames=2)
+    assert len(load_ytvis(root / "annotations.json", root / "JPEGImages", cache_dir=str(tmp_path / "c"))) == 2
+    make_synthetic_dataset(root, num_videos=3, seed=1, height=32, width=32, min_frames=2, max_frames=2)
+    assert len(load_ytvis(root / "annotations.json", root / "JPEGImages", cache_dir=str(tmp_path / "c"))) == 3

@@ -32,6 +32,8 @@ class GenVISConfig(PretrainedConfig):
         resnet_num_groups (`int`, defaults to 1): `MODEL.RESNETS.NUM_GROUPS`.
         resnet_stride_in_1x1 (`bool`, defaults to `False`): `MODEL.RESNETS.STRIDE_IN_1X1`.
         resnet_res5_dilation (`int`, defaults to 1): `MODEL.RESNETS.RES5_DILATION`.
+        resnet_norm (`str`, defaults to `"FrozenBN"`): `MODEL.RESNETS.NORM`, `"FrozenBN"` or `"GN"` (trainable group
+            norm, for backbones trained from scratch such as `genvis-tiny`'s).
         swin_*: `MODEL.SWIN.*` (embed dim, depths, heads, window size, MLP ratio, qkv bias, qk scale,
             patch size, patch norm, absolute position embedding and its pre-training image size,
             drop-path rate).
@@ -103,6 +105,7 @@ class GenVISConfig(PretrainedConfig):
         resnet_num_groups: int = 1,
         resnet_stride_in_1x1: bool = False,
         resnet_res5_dilation: int = 1,
+        resnet_norm: str = "FrozenBN",
         swin_embed_dim: int = 96,
         swin_depths: list[int] | tuple[int, ...] = (2, 2, 6, 2),
         swin_num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24),
@@ -197,6 +200,7 @@ class GenVISConfig(PretrainedConfig):
         self.resnet_num_groups = resnet_num_groups
         self.resnet_stride_in_1x1 = resnet_stride_in_1x1
         self.resnet_res5_dilation = resnet_res5_dilation
+        self.resnet_norm = resnet_norm
         self.swin_embed_dim = swin_embed_dim
         self.swin_depths = list(swin_depths)
         self.swin_num_heads = list(swin_num_heads)

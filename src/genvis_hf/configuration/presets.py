@@ -143,7 +143,8 @@ def label_names(dataset: str) -> tuple[str, ...]:
 
 # `genvis-tiny`: a GenVIS small enough to train from scratch on a 2-core CPU in minutes (1.2 M parameters,
 # 4.8 MB of float32 weights). Same architecture, scaled down: ResNet-18 (basic blocks) with 16/32/64/128 channels
-# (detectron2's R-18 has res2 = 64; here a 1x1 projection shortcut bridges stem and res2 as in every other stage),
+# (detectron2's R-18 has res2 = 64; here a 1x1 projection shortcut bridges stem and res2 as in every other stage)
+# and trainable GroupNorm instead of frozen batch norm (a backbone trained from scratch needs a real norm),
 # 64-wide pixel/frame/object decoders with 4 heads, 2 deformable encoder layers, 3 frame-decoder layers (4 heads,
 # so `frame_queries_last_layers` 3 = every layer's queries), 20 frame queries, 10 clip queries, 2+2 object
 # encoder/decoder layers. Trained end to end (`freeze_detector` False: there is no pretrained detector to keep),
@@ -155,6 +156,7 @@ TINY_CONFIG: dict[str, Any] = {
     "resnet_depth": 18,
     "resnet_stem_out_channels": 16,
     "resnet_res2_out_channels": 16,
+    "resnet_norm": "GN",
     "pixel_decoder_dim": 64,
     "mask_dim": 64,
     "pixel_decoder_encoder_layers": 2,

@@ -1,7 +1,8 @@
 """A synthetic YouTube-VIS-format data set: moving, occluding shapes on textured backgrounds.
 
-Each video has 2-4 objects of 4 categories (circle, square, triangle, cross). Colours are drawn independently of
-the category (the category is the shape). Objects move with constant velocity plus a little jitter, change size
+Each video has 2-4 objects of 4 categories (circle, square, triangle, cross). Like the classes of a real data set,
+a category has a typical look: its shape and a characteristic hue (red, green, blue, yellow), with random
+saturation and brightness per object, so neither cue alone is exact. Objects move with constant velocity plus a little jitter, change size
 slowly, are drawn back to front (so nearer objects occlude farther ones and the farther one's mask loses the
 hidden part), and some enter the frame late or leave it early. Per-frame masks are the visible pixels; a frame
 where an instance is not visible has a null segmentation, as in YouTube-VIS.
@@ -20,6 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
+
+# Characteristic RGB colour of each category (jittered per object).
+_HUES = {1: (200, 60, 60), 2: (60, 180, 70), 3: (70, 90, 210), 4: (210, 190, 60)}
 
 CATEGORIES = [
     {"id": 1, "name": "circle", "supercategory": "shape"},
@@ -80,9 +84,11 @@ def _make_video(rng: np.random.Generator, height: int, width: int, num_frames: i
             speed = max(speed, 0.06 * scale)
         elif mode < 0.35 and num_frames > 3:  # leaves early
             last = int(rng.integers(num_frames // 2, num_frames - 1))
+        category = int(rng.integers(1, len(CATEGORIES) + 1))
+        color = np.asarray(_HUES[category], dtype=np.float32) * rng.uniform(0.7, 1.2) + rng.normal(0, 25, size=3)
         objects.append({
-            "category": int(rng.integers(1, len(CATEGORIES) + 1)),
-            "color": rng.integers(0, 256, size=3).astype(np.float32),
+            "category": category,
+            "color": np.clip(color, 0, 255).astype(np.float32),
             "size": size, "growth": rng.uniform(-0.02, 0.02), "angle": rng.uniform(0, math.pi),
             "spin": rng.uniform(-0.15, 0.15), "x": start[0], "y": start[1],
             "vx": speed * math.cos(heading), "vy": speed * math.sin(heading), "first": first, "last": last,

@@ -70,7 +70,7 @@ def _categories(data: dict) -> list[dict[str, Any]]:
     return categories
 
 
-def _ytvis_rows(annotations_path: str, images_dir: str):
+def _ytvis_rows(annotations_path: str, images_dir: str, stamp: str = ""):
     data = json.loads(Path(annotations_path).read_text())
     label_of = {c["id"]: i for i, c in enumerate(_categories(data))}
     per_video: dict[int, list[dict]] = {}
@@ -98,7 +98,7 @@ def _ytvis_rows(annotations_path: str, images_dir: str):
         }
 
 
-def _coco_rows(annotations_path: str, images_dir: str):
+def _coco_rows(annotations_path: str, images_dir: str, stamp: str = ""):
     data = json.loads(Path(annotations_path).read_text())
     label_of = {c["id"]: i for i, c in enumerate(_categories(data))}
     per_image: dict[int, list[dict]] = {}
@@ -125,9 +125,13 @@ def _build(generator, annotations, images_dir, cache_dir) -> VideoDataset:
     images_dir = str(Path(images_dir).resolve())
     with open(annotations) as handle:
         categories = _categories(json.load(handle))
+    # `datasets` caches the table under a fingerprint of the generator's arguments: the file's size and
+    # modification time are among them, so an annotation file rewritten in place is read again.
+    info = os.stat(annotations)
+    stamp = f"{info.st_size}-{info.st_mtime_ns}"
     videos = datasets.Dataset.from_generator(
-        generator, features=FEATURES, gen_kwargs={"annotations_path": annotations, "images_dir": images_dir},
-        cache_dir=cache_dir,
+        generator, features=FEATURES, cache_dir=cache_dir,
+        gen_kwargs={"annotations_path": annotations, "images_dir": images_dir, "stamp": stamp},
     )  # fmt: skip
     return VideoDataset(videos=videos, categories=categories, annotations_path=annotations, images_dir=images_dir)
 

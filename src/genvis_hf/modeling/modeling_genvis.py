@@ -117,6 +117,7 @@ def build_backbone(config: GenVISConfig) -> nn.Module:
             num_groups=config.resnet_num_groups,
             stride_in_1x1=config.resnet_stride_in_1x1,
             res5_dilation=config.resnet_res5_dilation,
+            norm=getattr(config, "resnet_norm", "FrozenBN"),
         )
     return GenVISSwinBackbone(
         embed_dim=config.swin_embed_dim,

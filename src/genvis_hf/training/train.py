@@ -13,7 +13,7 @@ same batches and computes the same losses as an uninterrupted one.
 
 Two recipes: fine-tuning a model with pretrained weights (a `save_pretrained` folder) follows the original
 (lr 5e-5, backbone x0.1, 10 warm-up steps at factor 1, decay x0.1 at 2/3 of the steps); training from scratch
-(a preset or config.json, e.g. `--config tiny`) uses lr 4e-4, backbone x1, 100 warm-up steps from 0.01 and decays
+(a preset or config.json, e.g. `--config tiny`) uses lr 1e-3, backbone x1, 100 warm-up steps from 0.01 and decays
 at 75% and 92% of the steps. Without `--max-steps` the run is limited by `--time-budget` (default 17 minutes):
 it measures its own speed and sets the number of steps (and the schedule) to fit.
 """
@@ -166,7 +166,7 @@ def build_model(args: TrainArguments, source):
 def recipe_defaults(args: TrainArguments, from_scratch: bool, device_type: str) -> TrainArguments:
     """Fill the arguments left at None with the recipe's values (see the module docstring)."""
     pick = (lambda scratch, finetune: scratch) if from_scratch else (lambda scratch, finetune: finetune)
-    args.learning_rate = args.learning_rate if args.learning_rate is not None else pick(4e-4, 5e-5)
+    args.learning_rate = args.learning_rate if args.learning_rate is not None else pick(1e-3, 5e-5)
     args.backbone_multiplier = args.backbone_multiplier if args.backbone_multiplier is not None else pick(1.0, 0.1)
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else pick(100, 10)
     args.warmup_factor = args.warmup_factor if args.warmup_factor is not None else pick(0.01, 1.0)
