@@ -73,10 +73,11 @@ def similarity_loss(embeddings: torch.Tensor, ids: torch.Tensor, groups: torch.T
     return loss.sum() / (same_group.sum() + 1e-6)
 
 
-def _num_masks(count: float, device: torch.device) -> float:
-    """The normaliser of the mask losses: the count averaged over processes, at least 1 (as the original)."""
+def _num_masks(count: float, device: torch.device, reduce: bool = True) -> float:
+    """The normaliser of the mask losses: the count averaged over processes (`reduce`), at least 1 (as the
+    original)."""
     value = torch.as_tensor([float(count)], device=device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if reduce and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(value)
         value = value / torch.distributed.get_world_size()
     return max(float(value.item()), 1.0)
@@ -125,8 +126,11 @@ def prepare_targets(labels: list[dict], num_frames: int, padded_size: tuple[int,
 class GenVISLoss:
     """Frame-level and clip-level GenVIS losses for one group of videos (see the module docstring)."""
 
-    def __init__(self, config):
+    def __init__(self, config, reduce_across_processes: bool = True):
+        """`reduce_across_processes`: average the mask-loss normalisers over the processes of a distributed run
+        (every process must then call the criterion the same number of times)."""
         self.config = config
+        self.reduce = reduce_across_processes
         self.num_classes = config.num_labels
         self.frame_matcher = FrameMatcher(config.class_weight, config.mask_weight, config.dice_weight,
                                           config.train_num_points)  # fmt: skip
@@ -162,7 +166,7 @@ class GenVISLoss:
                 ids = target.present[:, t].nonzero().squeeze(1)
                 frame_targets.append({"labels": target.labels[ids], "masks": target.masks[ids, t], "ids": ids})
         device = clips[0].mask_features.device
-        num_masks = _num_masks(sum(len(f["ids"]) for f in frame_targets), device) if compute_losses else 1.0
+        num_masks = _num_masks(sum(len(f["ids"]) for f in frame_targets), device, self.reduce) if compute_losses else 1.0
         class_weights = self._class_weights(config.no_object_weight, device)
 
         losses, last_indices = {}, {}
@@ -218,7 +222,7 @@ class GenVISLoss:
                 valid = target.present[:, start : start + frames].any(1)
                 clip_targets.append({"labels": target.labels, "masks": target.masks[:, start : start + frames],
                                      "valid": valid, "new": valid & ~seen[g]})  # fmt: skip
-            num_masks = _num_masks(sum(int(t["valid"].sum()) for t in clip_targets) * num_layers_in, device)
+            num_masks = _num_masks(sum(int(t["valid"].sum()) for t in clip_targets) * num_layers_in, device, self.reduce)
 
             for d in range(num_decoder_layers):
                 # [L, G, cQ, C] x [G, Tc, C, h, w] -> [L*G, cQ, Tc, h, w]

@@ -437,9 +437,16 @@ class GenVISModel(GenVISPreTrainedModel):
         ).to(self.dtype)
 
         groups: dict[tuple[int, int, int], list[int]] = {}
+        padded_sizes = []
         for b, (length, height, width) in enumerate(extents):
-            key = (length, math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor)
+            if output_loss_inputs:
+                # Training pads every video to the batch's size, as the original (one group per video length, so
+                # every process of a distributed run makes the same loss calls).
+                key = (length, pixel_values.shape[-2], pixel_values.shape[-1])
+            else:
+                key = (length, math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor)
             groups.setdefault(key, []).append(b)
+            padded_sizes.append(list(key[1:]))
         if clip_memory is not None and len(groups) > 1:
             raise ValueError("clip_memory can only continue a batch whose videos share length and padded size")
 
@@ -476,10 +483,7 @@ class GenVISModel(GenVISPreTrainedModel):
                                    device=pixel_values.device),  # fmt: skip
             clip_lengths=_stack_padded([video["clip_lengths"] for video in per_video]),
             image_sizes=torch.tensor([e[1:] for e in extents], device=pixel_values.device),
-            padded_image_sizes=torch.tensor(
-                [[math.ceil(e[1] / divisor) * divisor, math.ceil(e[2] / divisor) * divisor] for e in extents],
-                device=pixel_values.device,
-            ),
+            padded_image_sizes=torch.tensor(padded_sizes, device=pixel_values.device),
             clip_memory=final_memory,
             backbone_hidden_states=(
                 tuple(batch_of(f"backbone_{i}") for i in range(4)) if output_hidden_states else None
@@ -584,7 +588,10 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
         outputs, loss_inputs = self.model._forward_groups(
             pixel_values, pixel_mask, clip_memory, bool(output_hidden_states), output_loss_inputs=True
         )
-        criterion = GenVISLoss(self.config)
+        # One loss call per group of equal-length videos. The mask-loss normalisers are averaged over processes
+        # in training, where every batch holds clips of `train_num_frames` frames (one group: every process makes
+        # the same calls); not in evaluation, where videos of different lengths make different numbers of groups.
+        criterion = GenVISLoss(self.config, reduce_across_processes=self.training)
         loss_dict: dict[str, torch.Tensor] = {}
         for members, clips, (length, padded_h, padded_w) in loss_inputs:
             device = clips[0].mask_features.device
