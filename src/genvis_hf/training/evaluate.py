@@ -3,8 +3,7 @@
 `genvis-hf evaluate --model DIR --images DIR --annotations ANN.json [--output-dir OUT]` runs the model on every
 video (frames read lazily, one video at a time), writes `results.json` (YouTube-VIS results format) and
 `metrics.json` to OUT (default: the model folder's `eval/`), and prints the metrics as one JSON object on its
-last line. The metric is `genvis_hf.evaluation.ytvis_evaluate` (the official YouTube-VIS numbers) when installed,
-else a compact equivalent of its AP/AR numbers (`genvis_hf.training._video_ap`).
+last line. The metric is `genvis_hf.evaluation.ytvis_evaluate` (the official YouTube-VIS numbers).
 """
 
 from __future__ import annotations
@@ -20,15 +19,10 @@ import torch
 
 
 def ytvis_metrics(ground_truth, results) -> dict:
-    """Video AP of `results` against `ground_truth` (paths or loaded objects)."""
-    try:
-        from ..evaluation import ytvis_evaluate
-    except ImportError:
-        ytvis_evaluate = None
-    if ytvis_evaluate is None:
-        from ._video_ap import video_ap
+    """Video AP of `results` against `ground_truth` (paths or loaded objects): `ytvis_evaluate`'s dict (AP, AP50,
+    AP75, APs/m/l, AR1/10/100, ARs/m/l, per_category_AP)."""
+    from ..evaluation import ytvis_evaluate
 
-        return video_ap(ground_truth, results)
     return ytvis_evaluate(ground_truth, results)
 
 
