@@ -210,8 +210,10 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Pa
     """`accelerator.save_state` into checkpoints/step_N (written as step_N.tmp, renamed when complete)."""
     final = output_dir / "checkpoints" / f"step_{state['step']}"
     tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)  # every process writes its own files (e.g. its RNG state) into it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()  # every process has written its part (e.g. its RNG state) before the rename
@@ -298,6 +300,8 @@ def train(args: TrainArguments) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
+    logger.info("process %d of %d on %s, mixed precision %s", accelerator.process_index, accelerator.num_processes,
+                accelerator.device, mixed_precision)  # fmt: skip
     source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
     resume_from = _resolve_resume(args.resume, output_dir)
     resumed_state = json.loads((resume_from / STATE_FILE).read_text()) if resume_from else None
