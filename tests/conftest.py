@@ -54,4 +54,6 @@ def tiny_config_kwargs(**overrides) -> dict:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     yield
+    torch.set_num_threads(threads)  # a test that runs single-threaded must not change later tests' numerics

@@ -14,6 +14,10 @@ _COMMANDS = {
     "convert": ("genvis_hf.conversion.commands:add_convert_command", "convert an original GenVIS checkpoint"),
     "score": ("genvis_hf.evaluation.commands:add_score_command", "score a YouTube-VIS results file"),
     "segment": ("genvis_hf.segment_command:add_segment_command", "segment and track the objects of videos"),
+    "train": ("genvis_hf.training.train:add_train_command", "train or fine-tune GenVIS on YouTube-VIS-format data"),
+    "evaluate": ("genvis_hf.training.evaluate:add_evaluate_command", "run a model on a data set and report video AP"),
+    "make-synthetic": ("genvis_hf.data.synthetic:add_make_synthetic_command",
+                       "write a synthetic YouTube-VIS-format data set of moving shapes"),
 }
 
 

@@ -32,6 +32,8 @@ class GenVISConfig(PretrainedConfig):
         resnet_num_groups (`int`, defaults to 1): `MODEL.RESNETS.NUM_GROUPS`.
         resnet_stride_in_1x1 (`bool`, defaults to `False`): `MODEL.RESNETS.STRIDE_IN_1X1`.
         resnet_res5_dilation (`int`, defaults to 1): `MODEL.RESNETS.RES5_DILATION`.
+        resnet_norm (`str`, defaults to `"FrozenBN"`): `MODEL.RESNETS.NORM`, `"FrozenBN"` or `"GN"` (trainable group
+            norm, for backbones trained from scratch such as `genvis-tiny`'s).
         swin_*: `MODEL.SWIN.*` (embed dim, depths, heads, window size, MLP ratio, qkv bias, qk scale,
             patch size, patch norm, absolute position embedding and its pre-training image size,
             drop-path rate).
@@ -85,6 +87,12 @@ class GenVISConfig(PretrainedConfig):
     """
 
     model_type = "genvis"
+    # Outputs `Trainer` leaves out of evaluation predictions (what post-processing needs stays; see
+    # `genvis_hf.training.hf_trainer`).
+    keys_to_ignore_at_inference = [
+        "loss_dict", "clip_memory", "clip_queries_hidden_states", "propagated_queries", "memory_keys",
+        "memory_values", "frame_queries", "backbone_hidden_states", "pixel_decoder_hidden_states",
+    ]  # fmt: skip
 
     def __init__(
         self,
@@ -97,6 +105,7 @@ class GenVISConfig(PretrainedConfig):
         resnet_num_groups: int = 1,
         resnet_stride_in_1x1: bool = False,
         resnet_res5_dilation: int = 1,
+        resnet_norm: str = "FrozenBN",
         swin_embed_dim: int = 96,
         swin_depths: list[int] | tuple[int, ...] = (2, 2, 6, 2),
         swin_num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24),
@@ -191,6 +200,7 @@ class GenVISConfig(PretrainedConfig):
         self.resnet_num_groups = resnet_num_groups
         self.resnet_stride_in_1x1 = resnet_stride_in_1x1
         self.resnet_res5_dilation = resnet_res5_dilation
+        self.resnet_norm = resnet_norm
         self.swin_embed_dim = swin_embed_dim
         self.swin_depths = list(swin_depths)
         self.swin_num_heads = list(swin_num_heads)

@@ -12,15 +12,27 @@ from .layers import FrozenBatchNorm2d
 _BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
+NORMS = ("FrozenBN", "GN")
+
+
+def group_norm_groups(channels: int) -> int:
+    """Groups of the `"GN"` norm: 32 as detectron2 where there are >= 128 channels, else 4 channels a group."""
+    return 32 if channels >= 128 and channels % 32 == 0 else max(1, channels // 4)
+
+
 class ConvFrozenBN(nn.Module):
-    """Bias-free `Conv2d` followed by `FrozenBatchNorm2d`."""
+    """Bias-free `Conv2d` followed by `FrozenBatchNorm2d` (detectron2's default) or, with `norm="GN"`, a trainable
+    `GroupNorm` (`MODEL.RESNETS.NORM: "GN"`; what a backbone trained from scratch needs)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 dilation: int = 1, groups: int = 1):  # fmt: skip
+                 dilation: int = 1, groups: int = 1, norm: str = "FrozenBN"):  # fmt: skip
         super().__init__()
         padding = dilation * (kernel_size - 1) // 2
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False)
-        self.norm = FrozenBatchNorm2d(out_channels)
+        if norm == "GN":
+            self.norm = nn.GroupNorm(group_norm_groups(out_channels), out_channels)
+        else:
+            self.norm = FrozenBatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))
@@ -41,9 +53,9 @@ def max_pool_3x3_stride2(x: torch.Tensor) -> torch.Tensor:
 class ResNetStem(nn.Module):
     """7x7/2 conv + frozen BN + ReLU + 3x3/2 max-pool: stride 4."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "FrozenBN"):
         super().__init__()
-        self.conv1 = ConvFrozenBN(in_channels, out_channels, kernel_size=7, stride=2)
+        self.conv1 = ConvFrozenBN(in_channels, out_channels, kernel_size=7, stride=2, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(x), inplace=True)
@@ -54,17 +66,18 @@ class ResNetStem(nn.Module):
 
 class BottleneckBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, bottleneck_channels: int, stride: int,
-                 num_groups: int, stride_in_1x1: bool, dilation: int):  # fmt: skip
+                 num_groups: int, stride_in_1x1: bool, dilation: int, norm: str = "FrozenBN"):  # fmt: skip
         super().__init__()
         self.shortcut = (
-            ConvFrozenBN(in_channels, out_channels, 1, stride=stride) if in_channels != out_channels else None
+            ConvFrozenBN(in_channels, out_channels, 1, stride=stride, norm=norm) if in_channels != out_channels else None
         )
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = ConvFrozenBN(in_channels, bottleneck_channels, 1, stride=stride_1x1)
+        self.conv1 = ConvFrozenBN(in_channels, bottleneck_channels, 1, stride=stride_1x1, norm=norm)
         self.conv2 = ConvFrozenBN(
-            bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3, dilation=dilation, groups=num_groups
+            bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3, dilation=dilation, groups=num_groups,
+            norm=norm,
         )
-        self.conv3 = ConvFrozenBN(bottleneck_channels, out_channels, 1)
+        self.conv3 = ConvFrozenBN(bottleneck_channels, out_channels, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv1(x), inplace=True)
@@ -75,13 +88,13 @@ class BottleneckBlock(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str = "FrozenBN"):
         super().__init__()
         self.shortcut = (
-            ConvFrozenBN(in_channels, out_channels, 1, stride=stride) if in_channels != out_channels else None
+            ConvFrozenBN(in_channels, out_channels, 1, stride=stride, norm=norm) if in_channels != out_channels else None
         )
-        self.conv1 = ConvFrozenBN(in_channels, out_channels, 3, stride=stride)
-        self.conv2 = ConvFrozenBN(out_channels, out_channels, 3)
+        self.conv1 = ConvFrozenBN(in_channels, out_channels, 3, stride=stride, norm=norm)
+        self.conv2 = ConvFrozenBN(out_channels, out_channels, 3, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv1(x), inplace=True)
@@ -95,21 +108,23 @@ class GenVISResNetBackbone(nn.Module):
 
     Args:
         depth: 18, 34, 50, 101 or 152.
-        stem_out_channels, res2_out_channels, width_per_group, num_groups, stride_in_1x1, res5_dilation:
-            as detectron2's `MODEL.RESNETS.*`.
+        stem_out_channels, res2_out_channels, width_per_group, num_groups, stride_in_1x1, res5_dilation, norm:
+            as detectron2's `MODEL.RESNETS.*` (`norm`: "FrozenBN" or "GN").
 
     Forward: `[N, 3, H, W]` -> list of 4 maps res2..res5, `[N, C_i, H / s_i, W / s_i]`, s = 4, 8, 16, 32.
     """
 
     def __init__(self, depth: int = 50, stem_out_channels: int = 64, res2_out_channels: int = 256,
                  width_per_group: int = 64, num_groups: int = 1, stride_in_1x1: bool = False,
-                 res5_dilation: int = 1):  # fmt: skip
+                 res5_dilation: int = 1, norm: str = "FrozenBN"):  # fmt: skip
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"Unsupported ResNet norm {norm!r}; choose one of {NORMS}")
         if depth not in _BLOCKS_PER_STAGE:
             raise ValueError(f"Unsupported ResNet depth {depth}; choose one of {sorted(_BLOCKS_PER_STAGE)}")
         if res5_dilation not in (1, 2):
             raise ValueError(f"res5_dilation must be 1 or 2, got {res5_dilation}")
-        self.stem = ResNetStem(3, stem_out_channels)
+        self.stem = ResNetStem(3, stem_out_channels, norm)
 
         in_channels = stem_out_channels
         out_channels = res2_out_channels
@@ -124,10 +139,11 @@ class GenVISResNetBackbone(nn.Module):
                 stride = first_stride if block_index == 0 else 1
                 if depth >= 50:
                     block = BottleneckBlock(
-                        in_channels, out_channels, bottleneck_channels, stride, num_groups, stride_in_1x1, dilation
+                        in_channels, out_channels, bottleneck_channels, stride, num_groups, stride_in_1x1, dilation,
+                        norm,
                     )
                 else:
-                    block = BasicBlock(in_channels, out_channels, stride)
+                    block = BasicBlock(in_channels, out_channels, stride, norm)
                 blocks.append(block)
                 in_channels = out_channels
             self.stages.append(nn.Sequential(*blocks))

@@ -102,6 +102,9 @@ class ClipOutput:
     frame_queries: torch.Tensor  # [G, Tc, fQ, C] (last frame-decoder layer)
     backbone_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
     pixel_decoder_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
+    # Training only (`output_loss_inputs`): every frame-decoder prediction head, index 0 = before any layer.
+    frame_class_logits: list[torch.Tensor] | None = None  # each [G, Tc, fQ, K+1]
+    frame_mask_logits: list[torch.Tensor] | None = None  # each [G, Tc, fQ, H/4, W/4]
 
 
 def build_backbone(config: GenVISConfig) -> nn.Module:
@@ -114,6 +117,7 @@ def build_backbone(config: GenVISConfig) -> nn.Module:
             num_groups=config.resnet_num_groups,
             stride_in_1x1=config.resnet_stride_in_1x1,
             res5_dilation=config.resnet_res5_dilation,
+            norm=getattr(config, "resnet_norm", "FrozenBN"),
         )
     return GenVISSwinBackbone(
         embed_dim=config.swin_embed_dim,
@@ -303,24 +307,37 @@ class GenVISModel(GenVISPreTrainedModel):
             module.compile(**compile_kwargs)
 
     # ------------------------------------------------------------------ one clip
-    def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False) -> ClipOutput:
+    def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False,
+                     output_loss_inputs: bool = False) -> ClipOutput:  # fmt: skip
         """Run one clip of a group of G videos of identical size.
 
         Args:
             frames: `[G, Tc, 3, H, W]`, normalised, H and W multiples of `size_divisibility`.
-            memory: the group's `ClipMemory` from the previous clip (empty for the first clip).
+            memory: the group's `ClipMemory` from the previous clip (empty for the first clip); with
+                `output_loss_inputs` it holds L * G sequences.
+            output_loss_inputs: training: keep every frame-decoder head's class and mask logits, and feed the
+                object decoder the queries of the last L = `config.frame_queries_last_layers` heads as L * G
+                sequences (index l * G + g), as the original trains it.
         """
         group, clip_frames = frames.shape[:2]
         backbone_features = self.backbone(frames.flatten(0, 1))  # 4 x [G*Tc, C_i, H_i, W_i]
         pixels = self.pixel_decoder(backbone_features)
-        frame_output = self.frame_decoder(pixels.multi_scale_features, pixels.mask_features)
-        # [1, G*Tc, fQ, C] -> [G, Tc, fQ, C] (one frame-decoder layer at inference)
-        frame_queries = frame_output.frame_queries[-1].unflatten(0, (group, clip_frames))
-        object_output = self.object_decoder(frame_queries, memory)
-        mask_features = self.object_decoder.mask_projection(pixels.stride4_features)  # [G*Tc, D, H/4, W/4]
+        frame_output = self.frame_decoder(
+            pixels.multi_scale_features, pixels.mask_features,
+            output_all_heads=output_loss_inputs, output_predictions=output_loss_inputs,
+        )  # fmt: skip
 
         def per_video(x: torch.Tensor) -> torch.Tensor:
             return x.unflatten(0, (group, clip_frames))
+
+        # [G*Tc, fQ, C] -> [G, Tc, fQ, C] (the last head: the only one at inference)
+        frame_queries = per_video(frame_output.frame_queries[-1])
+        if output_loss_inputs:
+            last = frame_output.frame_queries[-self.config.frame_queries_last_layers :]  # [L, G*Tc, fQ, C]
+            object_output = self.object_decoder(last.unflatten(1, (group, clip_frames)).flatten(0, 1), memory)
+        else:
+            object_output = self.object_decoder(frame_queries, memory)
+        mask_features = self.object_decoder.mask_projection(pixels.stride4_features)  # [G*Tc, D, H/4, W/4]
 
         return ClipOutput(
             object_output=object_output,
@@ -332,22 +349,29 @@ class GenVISModel(GenVISPreTrainedModel):
                 if output_hidden_states
                 else None
             ),
+            frame_class_logits=[per_video(x) for x in frame_output.class_logits] if output_loss_inputs else None,
+            frame_mask_logits=[per_video(x) for x in frame_output.mask_logits] if output_loss_inputs else None,
         )
 
     # ------------------------------------------------------------------ the clip loop
     def forward_video_group(self, pixel_values: torch.Tensor, clip_memory: ClipMemory | None = None,
                             output_hidden_states: bool = False,
+                            output_loss_inputs: bool = False,
                             clip_length: int | None = None) -> tuple[list[ClipOutput], ClipMemory]:  # fmt: skip
         """Run G videos of identical length and size clip by clip: `[G, T, 3, H, W]` -> per-clip outputs.
 
         Clip i holds frames `[i * W, (i + 1) * W)`; the last clip may be shorter. `clip_memory` continues a
         previous call on earlier frames of the same videos (then T should be a multiple of the clip length,
-        except for the video's final call). `clip_length` overrides `config.clip_length`."""
+        except for the video's final call). `output_loss_inputs` runs the training variant (see `forward_clip`):
+        the memory then carries L * G sequences, one per (frame-decoder layer, video). `clip_length` overrides
+        `config.clip_length`."""
         memory = clip_memory if clip_memory is not None else ClipMemory()
         clip_length = clip_length or self.config.clip_length
         outputs = []
         for start in range(0, pixel_values.shape[1], clip_length):
-            clip = self.forward_clip(pixel_values[:, start : start + clip_length], memory, output_hidden_states)
+            clip = self.forward_clip(
+                pixel_values[:, start : start + clip_length], memory, output_hidden_states, output_loss_inputs
+            )
             memory = clip.object_output.memory
             outputs.append(clip)
         return outputs, memory
@@ -404,6 +428,14 @@ class GenVISModel(GenVISPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs, _ = self._forward_groups(pixel_values, pixel_mask, clip_memory, output_hidden_states,
+                                          clip_length=clip_length)  # fmt: skip
+        return outputs if return_dict else outputs.to_tuple()
+
+    def _forward_groups(self, pixel_values, pixel_mask, clip_memory, output_hidden_states: bool,
+                        output_loss_inputs: bool = False, clip_length: int | None = None):  # fmt: skip
+        """The batch forward: `(GenVISModelOutput, loss_inputs)`; `loss_inputs` (with `output_loss_inputs`) is one
+        `(member video indices, per-clip ClipOutputs, (length, padded height, padded width))` per group."""
         if pixel_values.dim() == 4:
             pixel_values = pixel_values.unsqueeze(0)
             pixel_mask = pixel_mask.unsqueeze(0) if pixel_mask is not None else None
@@ -418,19 +450,34 @@ class GenVISModel(GenVISPreTrainedModel):
         ).to(self.dtype)
 
         groups: dict[tuple[int, int, int], list[int]] = {}
+        padded_sizes = []
         for b, (length, height, width) in enumerate(extents):
-            key = (length, math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor)
+            if output_loss_inputs:
+                # Training pads every video to the batch's size, as the original (one group per video length, so
+                # every process of a distributed run makes the same loss calls).
+                key = (length, pixel_values.shape[-2], pixel_values.shape[-1])
+            else:
+                key = (length, math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor)
             groups.setdefault(key, []).append(b)
+            padded_sizes.append(list(key[1:]))
         if clip_memory is not None and len(groups) > 1:
             raise ValueError("clip_memory can only continue a batch whose videos share length and padded size")
 
+        if output_loss_inputs and clip_memory is not None:
+            raise ValueError("clip_memory cannot be continued in a training (loss) forward")
         per_video: list[dict[str, torch.Tensor]] = [{} for _ in extents]
         final_memory = None
-        for (length, padded_h, padded_w), members in groups.items():
+        loss_inputs = []
+        for key, members in groups.items():
+            length, padded_h, padded_w = key
             clips, final_memory = self.forward_video_group(
-                pixel_values[members, :length, :, :padded_h, :padded_w], clip_memory, output_hidden_states, clip_length
-            )
+                pixel_values[members, :length, :, :padded_h, :padded_w], clip_memory, output_hidden_states,
+                output_loss_inputs, clip_length,
+            )  # fmt: skip
             self._scatter_group(clips, members, per_video)
+            if output_loss_inputs:
+                loss_inputs.append((members, clips, key))
+                final_memory = None  # it holds L * G training sequences, not the videos' inference state
 
         def batch_of(key: str) -> torch.Tensor:
             return _stack_padded([video[key] for video in per_video])
@@ -449,10 +496,7 @@ class GenVISModel(GenVISPreTrainedModel):
                                    device=pixel_values.device),  # fmt: skip
             clip_lengths=_stack_padded([video["clip_lengths"] for video in per_video]),
             image_sizes=torch.tensor([e[1:] for e in extents], device=pixel_values.device),
-            padded_image_sizes=torch.tensor(
-                [[math.ceil(e[1] / divisor) * divisor, math.ceil(e[2] / divisor) * divisor] for e in extents],
-                device=pixel_values.device,
-            ),
+            padded_image_sizes=torch.tensor(padded_sizes, device=pixel_values.device),
             clip_memory=final_memory,
             backbone_hidden_states=(
                 tuple(batch_of(f"backbone_{i}") for i in range(4)) if output_hidden_states else None
@@ -461,23 +505,27 @@ class GenVISModel(GenVISPreTrainedModel):
                 tuple(batch_of(f"pixel_decoder_{i}") for i in range(5)) if output_hidden_states else None
             ),
         )
-        return outputs if return_dict else outputs.to_tuple()
+        return outputs, loss_inputs
 
     @staticmethod
     def _scatter_group(clips: list[ClipOutput], members: list[int], per_video: list[dict]) -> None:
-        """Split a group's per-clip outputs into per-video tensors (clips or frames along dim 0)."""
+        """Split a group's per-clip outputs into per-video tensors (clips or frames along dim 0). In a training
+        forward the object decoder ran L * G sequences; the videos' outputs are those of the last frame-decoder
+        layer (sequences (L - 1) * G + g), i.e. what inference computes."""
+        offset = clips[0].object_output.class_logits.shape[1] - len(members)
 
         def last_layer(clip: ClipOutput, name: str) -> torch.Tensor:
-            return getattr(clip.object_output, name)[-1]  # [G, cQ, X]
+            return getattr(clip.object_output, name)[-1]  # [LG, cQ, X]
 
         for g, b in enumerate(members):
             video = per_video[b]
-            video["class_logits"] = torch.stack([last_layer(c, "class_logits")[g] for c in clips])
-            video["mask_embeddings"] = torch.stack([last_layer(c, "mask_embeddings")[g] for c in clips])
-            video["hidden_states"] = torch.stack([last_layer(c, "hidden_states")[g] for c in clips])
-            video["propagated_queries"] = torch.stack([c.object_output.memory.queries[g] for c in clips])
-            video["memory_keys"] = torch.stack([c.object_output.memory.keys[-1][g] for c in clips])
-            video["memory_values"] = torch.stack([c.object_output.memory.values[-1][g] for c in clips])
+            s = offset + g
+            video["class_logits"] = torch.stack([last_layer(c, "class_logits")[s] for c in clips])
+            video["mask_embeddings"] = torch.stack([last_layer(c, "mask_embeddings")[s] for c in clips])
+            video["hidden_states"] = torch.stack([last_layer(c, "hidden_states")[s] for c in clips])
+            video["propagated_queries"] = torch.stack([c.object_output.memory.queries[s] for c in clips])
+            video["memory_keys"] = torch.stack([c.object_output.memory.keys[-1][s] for c in clips])
+            video["memory_values"] = torch.stack([c.object_output.memory.values[-1][s] for c in clips])
             video["mask_features"] = torch.cat([c.mask_features[g] for c in clips])
             video["frame_queries"] = torch.cat([c.frame_queries[g] for c in clips])
             video["clip_lengths"] = torch.tensor([c.frame_queries.shape[1] for c in clips], device=clips[0].mask_features.device)
@@ -490,12 +538,26 @@ class GenVISModel(GenVISPreTrainedModel):
 
 class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
     """[`GenVISModel`] for video instance segmentation: its outputs feed
-    `GenVISVideoProcessor.post_process_video_instance_segmentation` (scores, labels, masks per video)."""
+    `GenVISVideoProcessor.post_process_video_instance_segmentation` (scores, labels, masks per video); given
+    `labels`, it also returns the training `loss` and its weighted terms `loss_dict`.
+
+    With `config.freeze_detector` (the original GenVIS training stage) only the object decoder
+    (`model.object_decoder`) has `requires_grad`, and the frame-level losses are not computed.
+    """
 
     def __init__(self, config: GenVISConfig):
         super().__init__(config)
         self.model = GenVISModel(config)
         self.post_init()
+        self.apply_freeze_detector()
+
+    def apply_freeze_detector(self, freeze: bool | None = None) -> None:
+        """Set `requires_grad` for `config.freeze_detector` (or `freeze`, which also updates the config): frozen =
+        only the object decoder trains; not frozen = every parameter trains."""
+        if freeze is not None:
+            self.config.freeze_detector = bool(freeze)
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(not self.config.freeze_detector or name.startswith("object_decoder."))
 
     def set_deformable_attention_backend(self, backend: str) -> None:
         self.model.set_deformable_attention_backend(backend)
@@ -512,21 +574,53 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor | None = None,
+        labels: list[dict[str, torch.Tensor]] | None = None,
         clip_memory: ClipMemory | None = None,
         clip_length: int | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> GenVISVideoInstanceSegmentationOutput | tuple:
-        r"""See [`GenVISModel.forward`]."""
-        return self.model(
-            pixel_values,
-            pixel_mask=pixel_mask,
-            clip_memory=clip_memory,
+        r"""See [`GenVISModel.forward`].
+
+        labels (`list[dict]`, *optional*): one dict per video with `class_labels` (`torch.LongTensor` `[N]`,
+            0-based) and `masks` (`torch.BoolTensor` `[N, T, H, W]`, T = the video's frames, H x W = the unpadded
+            or padded input size); other keys (e.g. `instance_ids`, `video_id`) are ignored. An instance whose
+            masks are empty on every frame is ignored; on a frame where its mask is empty it is absent. With
+            labels, `loss` (the sum of `loss_dict`, the weighted terms of `GenVISLoss`) is returned.
+        """
+        if labels is None:
+            return self.model(
+                pixel_values,
+                pixel_mask=pixel_mask,
+                clip_memory=clip_memory,
+                clip_length=clip_length,
+                output_hidden_states=output_hidden_states,
+                return_dict=return_dict,
+            )
+        from .loss import GenVISLoss, prepare_targets
+
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        batch = pixel_values.shape[0] if pixel_values.dim() == 5 else 1
+        if len(labels) != batch:
+            raise ValueError(f"labels has {len(labels)} entries for a batch of {batch} videos")
+        outputs, loss_inputs = self.model._forward_groups(
+            pixel_values, pixel_mask, clip_memory, bool(output_hidden_states), output_loss_inputs=True,
             clip_length=clip_length,
-            output_hidden_states=output_hidden_states,
-            return_dict=return_dict,
         )
+        # One loss call per group of equal-length videos. The mask-loss normalisers are averaged over processes
+        # in training, where every batch holds clips of `train_num_frames` frames (one group: every process makes
+        # the same calls); not in evaluation, where videos of different lengths make different numbers of groups.
+        criterion = GenVISLoss(self.config, reduce_across_processes=self.training)
+        loss_dict: dict[str, torch.Tensor] = {}
+        for members, clips, (length, padded_h, padded_w) in loss_inputs:
+            device = clips[0].mask_features.device
+            targets = prepare_targets([labels[b] for b in members], length, (padded_h, padded_w), device)
+            share = len(members) / batch  # groups (videos of different sizes) count by their share of videos
+            for name, value in criterion(clips, targets).items():
+                loss_dict[name] = loss_dict.get(name, 0.0) + value * share
+        outputs = GenVISModelOutput(loss=sum(loss_dict.values()), **dict(outputs.items()), loss_dict=loss_dict)
+        return outputs if return_dict else outputs.to_tuple()
 
     def segment_video(self, video, processor=None, **kwargs):
         """Segment one video (file, frames directory, array or frame list) clip by clip in bounded memory.

@@ -1,0 +1,533 @@
+"""GenVIS training on Accelerate (`genvis-hf train`, `scripts/train.py`, `accelerate launch [--multi_gpu] ...`).
+
+The loop: AdamW (backbone LR multiplier, no decay on norms/embeddings), warm-up + step schedule, full-model
+gradient clipping, mixed precision where the device has it, gradient accumulation, `accelerator.save_state`
+checkpoints every `--save-steps` (and at the end), `--resume`, a progress bar and a JSON-lines log. At the end
+the model, its video processor and a model card are written to the output folder (`save_pretrained`; each file
+is written to a temporary name and renamed into place), after an evaluation when `--eval-annotations` is given.
+
+Exact resumption: sample k of the run is `(video index, seed)` from `SeededSampler` (a per-epoch permutation
+and a per-position seed, so augmentation is a function of the position), and every micro-batch reseeds torch,
+numpy and random from (seed, step, micro-batch); a run killed after a checkpoint and resumed therefore sees the
+same batches and computes the same losses as an uninterrupted one.
+
+Two recipes: fine-tuning a model with pretrained weights (a `save_pretrained` folder) follows the original
+(lr 5e-5, backbone x0.1, 10 warm-up steps at factor 1, decay x0.1 at 2/3 of the steps); training from scratch
+(a preset or config.json, e.g. `--config tiny`) uses lr 1e-3, backbone x1, 100 warm-up steps from 0.01 and decays
+at 65% and 90% of the steps. Without `--max-steps` the run is limited by `--time-budget` (default 19 minutes):
+it measures its own speed and sets the number of steps (and the schedule) to fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+logger = logging.getLogger("genvis_hf.training")
+
+TINY_NAMES = ("tiny", "genvis-tiny")
+STATE_FILE = "trainer_state.json"
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+@dataclass
+class TrainArguments:
+    images: str
+    annotations: str
+    output_dir: str
+    config: str = "tiny"
+    eval_images: str | None = None
+    eval_annotations: str | None = None
+    coco_images: str | None = None
+    coco_annotations: str | None = None
+    max_steps: int | None = None
+    time_budget: float | None = None  # minutes; default 19 when max_steps is not given
+    batch_size: int | None = None
+    gradient_accumulation_steps: int = 1
+    learning_rate: float | None = None
+    backbone_multiplier: float | None = None
+    weight_decay: float = 0.05
+    clip_grad_norm: float = 0.01
+    warmup_steps: int | None = None
+    warmup_factor: float | None = None
+    decay_fractions: list[float] | None = None
+    gamma: float = 0.1
+    num_frames: int | None = None
+    frame_range: int | None = None
+    input_size: int | None = None
+    freeze_detector: bool | None = None
+    mixed_precision: str = "auto"
+    num_workers: int | None = None
+    num_threads: int | None = None
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    eval_steps: int | None = None
+    resume: str | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+class SeededSampler(Sampler):
+    """Yields `(video index, sample seed)` for positions 0..num_samples-1: epoch e visits the videos in a
+    permutation drawn from (seed, e); the sample seed is a function of (seed, position) only."""
+
+    def __init__(self, num_items: int, num_samples: int, seed: int):
+        if num_items == 0:
+            raise ValueError("the training set has no videos")
+        self.num_items, self.num_samples, self.seed = num_items, num_samples, seed
+        self._epoch, self._permutation = -1, None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        for position in range(self.num_samples):
+            epoch, k = divmod(position, self.num_items)
+            if epoch != self._epoch:
+                self._epoch = epoch
+                self._permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+            yield int(self._permutation[k]), int(np.random.default_rng([self.seed, 7919, position]).integers(2**62))
+
+
+def seed_everything(*keys: int) -> None:
+    seed = int(np.random.default_rng(list(keys)).integers(2**31))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------- model
+def _median_short_edge(source) -> int:
+    sample = source.videos.select_columns(["height", "width"])[: min(len(source.videos), 1000)]
+    return int(statistics.median(min(h, w) for h, w in zip(sample["height"], sample["width"])))
+
+
+def build_model(args: TrainArguments, source):
+    """(model, from_scratch): a tiny/preset/config.json model with fresh weights, or a pretrained folder (the
+    class heads re-initialised when the data set has another number of classes)."""
+    from ..configuration.configuration_genvis import GenVISConfig
+    from ..configuration.presets import TINY_PRESET
+    from ..modeling.modeling_genvis import GenVISForVideoInstanceSegmentation
+
+    id2label = source.id2label
+    labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    spec = args.config
+    path = Path(spec)
+    if path.is_dir() and (path / "config.json").is_file():
+        model = GenVISForVideoInstanceSegmentation.from_pretrained(path, ignore_mismatched_sizes=True, **labels)
+        from_scratch = not any(path.glob("*.safetensors")) and not any(path.glob("*.bin"))
+    else:
+        if spec in TINY_NAMES:
+            config = GenVISConfig.from_preset(TINY_PRESET, **labels)
+            if args.input_size is None:
+                # Small frames train fast: the data set's median short edge, within [96, 160].
+                config.test_min_size = int(min(160, max(96, round(_median_short_edge(source) / 8) * 8)))
+        elif path.suffix == ".json" and path.is_file():
+            config = GenVISConfig.from_json_file(str(path))
+            config.update(labels)
+            config.num_labels = labels["num_labels"]
+        else:
+            config = GenVISConfig.from_preset(spec, **labels)
+        model = GenVISForVideoInstanceSegmentation(config)
+        from_scratch = True
+    if args.input_size is not None:
+        model.config.test_min_size = int(args.input_size)
+    if args.freeze_detector is not None:
+        model.apply_freeze_detector(args.freeze_detector)
+    elif from_scratch and model.config.freeze_detector:
+        logger.warning("training from scratch: freeze_detector turned off (there is no pretrained detector)")
+        model.apply_freeze_detector(False)
+    if args.num_frames is not None:
+        model.config.train_num_frames = args.num_frames
+    if args.frame_range is not None:
+        model.config.train_frame_range = args.frame_range
+    return model, from_scratch
+
+
+def recipe_defaults(args: TrainArguments, from_scratch: bool, device_type: str) -> TrainArguments:
+    """Fill the arguments left at None with the recipe's values (see the module docstring)."""
+    pick = (lambda scratch, finetune: scratch) if from_scratch else (lambda scratch, finetune: finetune)
+    args.learning_rate = args.learning_rate if args.learning_rate is not None else pick(1e-3, 5e-5)
+    args.backbone_multiplier = args.backbone_multiplier if args.backbone_multiplier is not None else pick(1.0, 0.1)
+    args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else pick(100, 10)
+    args.warmup_factor = args.warmup_factor if args.warmup_factor is not None else pick(0.01, 1.0)
+    args.decay_fractions = args.decay_fractions if args.decay_fractions is not None else pick([0.65, 0.9], [2 / 3])
+    args.batch_size = args.batch_size if args.batch_size is not None else (2 if device_type == "cpu" else 8)
+    cpus = os.cpu_count() or 1
+    if args.num_workers is None:
+        args.num_workers = 1 if device_type == "cpu" and cpus <= 4 else min(4, max(0, cpus - 1))
+    if args.max_steps is None and args.time_budget is None:
+        args.time_budget = 19.0
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+class StepSchedule:
+    """Warm-up + multi-step decay whose total length can be re-estimated (time-budget runs)."""
+
+    def __init__(self, max_steps: int, warmup_steps: int, warmup_factor: float, decay_fractions, gamma: float):
+        self.warmup_steps, self.warmup_factor, self.gamma = warmup_steps, warmup_factor, gamma
+        self.decay_fractions = list(decay_fractions)
+        self.set_max_steps(max_steps)
+
+    def set_max_steps(self, max_steps: int) -> None:
+        self.max_steps = int(max_steps)
+        self.milestones = [int(round(f * self.max_steps)) for f in self.decay_fractions]
+
+    def __call__(self, step: int) -> float:
+        from .optim import warmup_multistep_factor
+
+        return warmup_multistep_factor(step, self.warmup_steps, self.milestones, self.gamma, self.warmup_factor)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _checkpoints(output_dir: Path) -> list[Path]:
+    folder = output_dir / "checkpoints"
+    found = [p for p in folder.glob("step_*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Path:
+    """`accelerator.save_state` into checkpoints/step_N (written as step_N.tmp, renamed when complete)."""
+    final = output_dir / "checkpoints" / f"step_{state['step']}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)  # every process writes its own files (e.g. its RNG state) into it
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process has written its part (e.g. its RNG state) before the rename
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in _checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume in ("latest", "auto", "true", "1"):
+        found = _checkpoints(output_dir)
+        if not found:
+            if resume == "auto":
+                return None
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {output_dir / 'checkpoints'}")
+        return found[-1]
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no {STATE_FILE})")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- final save
+def save_final_model(model, processor, output_dir: Path, card_text: str) -> None:
+    """`save_pretrained` model + processor + README.md into `output_dir`, each file written under a temporary
+    folder first and renamed into place (config.json last, so a folder with a config is always complete)."""
+    tmp = output_dir / f".final-{os.getpid()}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "README.md").write_text(card_text)
+    names = sorted(p.name for p in tmp.iterdir())
+    names.sort(key=lambda n: n == "config.json")
+    for name in names:
+        os.replace(tmp / name, output_dir / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def train(args: TrainArguments) -> dict:
+    """Run training; returns the final state (step, losses, metrics)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+    from tqdm.auto import tqdm
+
+    from ..data import ClipAugmentation, GenVISDataCollator, VideoClipDataset, default_train_sizes, load_ytvis
+    from ..data.ytvis import load_coco_as_videos
+    from ..processing.video_processing_genvis import GenVISVideoProcessor
+    from .card import model_card
+    from .optim import build_optimizer
+
+    start_time = time.time()
+    output_dir = Path(args.output_dir)
+    cuda = torch.cuda.is_available()
+    mixed_precision = args.mixed_precision
+    if mixed_precision == "auto":
+        mixed_precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=False),
+        # A clip whose memory holds a single entry gives its read weights no gradient (softmax over one value):
+        # short samples leave a few parameters unused in some steps.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    device_type = accelerator.device.type
+    if device_type == "cpu":
+        # Small ops on a small machine: one compute thread per process is much faster than oversubscribed ones.
+        cpus = os.cpu_count() or 1
+        torch.set_num_threads(args.num_threads or max(1, min(4, cpus // 2)))
+    elif args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+    logger.info("process %d of %d on %s, mixed precision %s", accelerator.process_index, accelerator.num_processes,
+                accelerator.device, mixed_precision)  # fmt: skip
+    source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
+    resume_from = _resolve_resume(args.resume, output_dir)
+    resumed_state = json.loads((resume_from / STATE_FILE).read_text()) if resume_from else None
+    if resumed_state is not None:
+        # The run's arguments (schedule, batch, seeds) come from the checkpoint, so the resumed run is the same run.
+        saved = resumed_state["args"]
+        for key in ("batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_multiplier",
+                    "warmup_steps", "warmup_factor", "decay_fractions", "gamma", "seed", "num_frames",
+                    "frame_range", "input_size", "config", "freeze_detector", "clip_grad_norm", "weight_decay",
+                    "max_steps", "time_budget"):  # fmt: skip
+            setattr(args, key, saved.get(key))
+    seed_everything(args.seed)  # the initial weights of a model trained from scratch
+    model, from_scratch = build_model(args, source)
+    args = recipe_defaults(args, from_scratch, device_type)
+    config = model.config
+    if resumed_state is not None:
+        config.test_min_size = resumed_state["test_min_size"]
+
+    sizes = default_train_sizes(config.test_min_size)
+    augmentation = ClipAugmentation(min_sizes=sizes, max_size=config.test_max_size)
+    dataset = VideoClipDataset(source, config.train_num_frames, config.train_frame_range, augmentation)
+    if args.coco_annotations:
+        from torch.utils.data import ConcatDataset
+
+        coco = load_coco_as_videos(args.coco_annotations, args.coco_images, cache_dir=args.cache_dir)
+        dataset = ConcatDataset([dataset, VideoClipDataset(coco, config.train_num_frames, 0, augmentation)])
+
+    world = accelerator.num_processes
+    samples_per_step = args.batch_size * args.gradient_accumulation_steps * world
+    planned_steps = args.max_steps if args.max_steps is not None else 10**6
+    sampler = SeededSampler(len(dataset), planned_steps * samples_per_step, args.seed)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=GenVISDataCollator.from_model_config(config),
+        num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+    )  # fmt: skip
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, args.backbone_multiplier)
+    schedule = StepSchedule(planned_steps if args.max_steps is not None else 1000, args.warmup_steps,
+                            args.warmup_factor, args.decay_fractions, args.gamma)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    step, elapsed_before, history = 0, 0.0, []
+    if resumed_state is not None:
+        accelerator.load_state(str(resume_from))
+        step = int(resumed_state["step"])
+        elapsed_before = float(resumed_state.get("elapsed", 0.0))
+        schedule.set_max_steps(resumed_state["max_steps"])
+        history = resumed_state.get("recent_losses", [])
+        logger.info("resumed from %s at step %d", resume_from, step)
+    budget = args.time_budget * 60.0 if args.time_budget is not None else None
+    budgeted = args.max_steps is None
+    if not budgeted:
+        schedule.set_max_steps(args.max_steps)
+
+    model.train()
+    batches = iter(accelerator.skip_first_batches(loader, step * args.gradient_accumulation_steps) if step else loader)
+    log_path = output_dir / "training_log.jsonl"
+    progress = tqdm(total=schedule.max_steps, initial=step, disable=not (args.progress and accelerator.is_main_process),
+                    mininterval=5.0, dynamic_ncols=True, desc="train")  # fmt: skip
+    run_start = time.time()
+    step_times: list[float] = []
+    last_loss = None
+
+    def state(step: int) -> dict:
+        return {
+            "step": step, "max_steps": schedule.max_steps, "milestones": schedule.milestones,
+            "elapsed": elapsed_before + time.time() - run_start, "test_min_size": config.test_min_size,
+            "recent_losses": history[-50:], "args": {k: v for k, v in asdict(args).items() if k != "extra"},
+            "train_videos": len(source), "train_annotations": str(Path(args.annotations).resolve()),
+        }  # fmt: skip
+
+    stopped_by_budget = False
+    while step < schedule.max_steps:
+        tick = time.time()
+        loss_sum, videos = 0.0, []
+        for micro in range(args.gradient_accumulation_steps):
+            batch = next(batches)
+            videos += [int(label["video_id"]) for label in batch["labels"] if "video_id" in label]
+            seed_everything(args.seed, step, micro, accelerator.process_index)
+            with accelerator.accumulate(model):
+                outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], labels=batch["labels"])
+                loss = outputs.loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.clip_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
+                optimizer.step()
+                scheduler.step() if accelerator.sync_gradients else None
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += float(loss.detach()) / args.gradient_accumulation_steps
+        step += 1
+        last_loss = loss_sum
+        history.append(round(loss_sum, 6))
+        step_times.append(time.time() - tick)
+        progress.update(1)
+        if accelerator.is_main_process and (step % args.logging_steps == 0 or step == 1):
+            entry = {"step": step, "loss": loss_sum, "lr": scheduler.get_last_lr()[0],
+                     "step_time": statistics.mean(step_times[-args.logging_steps:]),
+                     "elapsed": round(elapsed_before + time.time() - run_start, 1), "videos": videos}  # fmt: skip
+            progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{entry['lr']:.2e}")
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            if not progress.disable and not sys.stderr.isatty():
+                logger.info("step %d/%d loss %.4f lr %.2e %.2fs/step", step, schedule.max_steps, loss_sum,
+                            entry["lr"], entry["step_time"])  # fmt: skip
+
+        if budgeted:
+            used = elapsed_before + time.time() - start_time
+            # Re-estimate the run length from the recent speed until the first decay is near.
+            recent = statistics.median(step_times[-50:])
+            remaining = budget - used
+            if step >= 20 and (step == 20 or step % 50 == 0) and step < 0.6 * schedule.max_steps:
+                schedule.set_max_steps(max(step + 1, step + int(remaining / recent * 0.97)))
+                progress.total = schedule.max_steps
+            elif step == schedule.max_steps and remaining > 3 * recent:
+                # Faster than estimated: use the rest of the budget at the final learning rate.
+                schedule.max_steps = step + int(remaining / recent * 0.95)
+                progress.total = schedule.max_steps
+            if used >= budget:
+                stopped_by_budget = step < schedule.max_steps
+                break
+        if args.save_steps and step % args.save_steps == 0 and step < schedule.max_steps:
+            save_checkpoint(accelerator, output_dir, state(step), args.save_total_limit)
+        if args.eval_steps and args.eval_annotations and step % args.eval_steps == 0 and accelerator.is_main_process:
+            _evaluate_during_training(accelerator.unwrap_model(model), args, config)
+            model.train()
+    progress.close()
+    if stopped_by_budget:
+        logger.info("time budget reached at step %d", step)
+    final_state = state(step)
+    save_checkpoint(accelerator, output_dir, final_state, args.save_total_limit)
+
+    metrics = None
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.eval()
+        processor = GenVISVideoProcessor.from_model_config(config)
+        if args.eval_annotations:
+            metrics = _evaluate_during_training(unwrapped, args, config)
+        final_state.update({"final_loss": last_loss, "metrics": metrics, "stopped_by_time_budget": stopped_by_budget,
+                            "wall_time": time.time() - start_time})  # fmt: skip
+        card = model_card(config, final_state, source, args)
+        save_final_model(unwrapped, processor, output_dir, card)
+        (output_dir / "train_results.json").write_text(json.dumps(final_state, indent=1))
+        logger.info("saved the model to %s (step %d, %.1f min)", output_dir, step, (time.time() - start_time) / 60)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final_state
+
+
+def _evaluate_during_training(model, args: TrainArguments, config) -> dict:
+    from ..data import load_ytvis
+    from ..processing.video_processing_genvis import GenVISVideoProcessor
+    from .evaluate import evaluate_model
+
+    was_training = model.training
+    model.eval()
+    source = load_ytvis(args.eval_annotations, args.eval_images, cache_dir=args.cache_dir)
+    metrics = evaluate_model(model, GenVISVideoProcessor.from_model_config(config), source)
+    logger.info("evaluation: %s", json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+    model.train(was_training)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_train_command(parser: argparse.ArgumentParser):
+    parser.description = __doc__.split("\n\n")[0]
+    parser.add_argument("--images", required=True, help="folder the annotation file's frame paths are relative to")
+    parser.add_argument("--annotations", required=True, help="YouTube-VIS-format training annotations JSON")
+    parser.add_argument("--config", default="tiny",
+                        help="tiny | a preset name | config.json | a save_pretrained folder (fine-tune)")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default: fit --time-budget)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="minutes of training when --max-steps is not given (default 19)")
+    parser.add_argument("--eval-images", default=None)
+    parser.add_argument("--eval-annotations", default=None, help="evaluate at the end (and every --eval-steps)")
+    parser.add_argument("--eval-steps", type=int, default=None)
+    parser.add_argument("--coco-images", default=None)
+    parser.add_argument("--coco-annotations", default=None, help="COCO-format images added as pseudo-videos")
+    parser.add_argument("--batch-size", type=int, default=None, help="videos per device and step (CPU 2, GPU 8)")
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--backbone-multiplier", type=float, default=None)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--clip-grad-norm", type=float, default=0.01, help="full-model gradient-norm clip")
+    parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--num-frames", type=int, default=None, help="frames per training sample")
+    parser.add_argument("--frame-range", type=int, default=None, help="sampling range around the reference")
+    parser.add_argument("--input-size", type=int, default=None, help="test-time short edge (training: 0.8-1.2x)")
+    parser.add_argument("--freeze-detector", choices=["true", "false"], default=None)
+    parser.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto")
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--num-threads", type=int, default=None, help="torch threads per process on CPU")
+    parser.add_argument("--save-steps", type=int, default=500)
+    parser.add_argument("--save-total-limit", type=int, default=2)
+    parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                        help="resume from the latest checkpoint in --output-dir, or from the given folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default=None, help="datasets cache folder")
+    parser.add_argument("--no-progress", action="store_true")
+
+    def handler(ns: argparse.Namespace) -> int:
+        args = TrainArguments(
+            images=ns.images, annotations=ns.annotations, output_dir=ns.output_dir, config=ns.config,
+            eval_images=ns.eval_images or ns.images if ns.eval_annotations else None,
+            eval_annotations=ns.eval_annotations, coco_images=ns.coco_images, coco_annotations=ns.coco_annotations,
+            max_steps=ns.max_steps, time_budget=ns.time_budget, batch_size=ns.batch_size,
+            gradient_accumulation_steps=ns.gradient_accumulation_steps, learning_rate=ns.learning_rate,
+            backbone_multiplier=ns.backbone_multiplier, weight_decay=ns.weight_decay, clip_grad_norm=ns.clip_grad_norm,
+            warmup_steps=ns.warmup_steps, num_frames=ns.num_frames, frame_range=ns.frame_range,
+            input_size=ns.input_size,
+            freeze_detector=None if ns.freeze_detector is None else ns.freeze_detector == "true",
+            mixed_precision=ns.mixed_precision, num_workers=ns.num_workers, num_threads=ns.num_threads,
+            save_steps=ns.save_steps, save_total_limit=ns.save_total_limit, logging_steps=ns.logging_steps,
+            eval_steps=ns.eval_steps, resume=ns.resume, seed=ns.seed, cache_dir=ns.cache_dir,
+            progress=not ns.no_progress,
+        )  # fmt: skip
+        final = train(args)
+        summary = {"step": final["step"], "final_loss": final.get("final_loss"), "output_dir": str(args.output_dir)}
+        if final.get("metrics"):
+            summary["metrics"] = {k: v for k, v in final["metrics"].items() if not isinstance(v, dict)}
+        print(json.dumps(summary))
+        return 0
+
+    return handler
+
+
+__all__ = ["SeededSampler", "StepSchedule", "TrainArguments", "add_train_command", "build_model", "train"]
