@@ -38,43 +38,38 @@ def predict_video(model, processor, frames: torch.Tensor, original_size: tuple[i
 def predict_dataset(model, processor, source, results_path: str | os.PathLike | None = None,
                     progress: bool = False) -> list[dict]:  # fmt: skip
     """Results (YouTube-VIS format, one entry per instance) for every video of `source`; streamed to
-    `results_path` (written as `<name>.tmp`, renamed when complete) when given."""
+    `results_path` with `YTVISResultsWriter` (a temporary file renamed when complete) when given."""
     from ..data.dataset import read_frame
-    from ..processing.rle import mask_to_rle
+    from ..evaluation import YTVISResultsWriter
+    from ..processing.rle import masks_to_rle
 
     label_to_category = source.label_to_category_id
     results: list[dict] = []
-    handle = None
-    if results_path is not None:
-        results_path = Path(results_path)
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(results_path.with_name(results_path.name + ".tmp"), "w")
-        handle.write("[")
-    first = True
+    writer = YTVISResultsWriter(results_path) if results_path is not None else None
     iterator = range(len(source.videos))
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, desc="evaluate", mininterval=5.0)
-    for index in iterator:
-        row = source.videos[index]
-        frames = torch.from_numpy(np.stack([read_frame(p) for p in row["file_names"]])).permute(0, 3, 1, 2)
-        prediction = predict_video(model, processor, frames, (row["height"], row["width"]))
-        for score, label, masks in zip(prediction["scores"], prediction["labels"], prediction["masks"]):
-            entry = {
-                "video_id": int(row["video_id"]),
-                "category_id": int(label_to_category[int(label)]),
-                "score": float(score),
-                "segmentations": [mask_to_rle(frame) for frame in masks],
-            }
-            results.append(entry)
-            if handle is not None:
-                handle.write(("" if first else ",") + json.dumps(entry))
-                first = False
-    if handle is not None:
-        handle.write("]")
-        handle.close()
-        os.replace(results_path.with_name(results_path.name + ".tmp"), results_path)
+    try:
+        for index in iterator:
+            row = source.videos[index]
+            frames = torch.from_numpy(np.stack([read_frame(p) for p in row["file_names"]])).permute(0, 3, 1, 2)
+            prediction = predict_video(model, processor, frames, (row["height"], row["width"]))
+            entries = [
+                {"video_id": int(row["video_id"]), "category_id": int(label_to_category[int(label)]),
+                 "score": float(score), "segmentations": masks_to_rle(masks)}  # fmt: skip
+                for score, label, masks in zip(prediction["scores"], prediction["labels"], prediction["masks"])
+            ]
+            results.extend(entries)
+            if writer is not None:
+                writer.add_results(entries)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
     return results
 
 

@@ -65,7 +65,7 @@ def make_compute_metrics(processor, ground_truth_source, config=None):
     import json
     from pathlib import Path
 
-    from ..processing.rle import mask_to_rle
+    from ..processing.rle import masks_to_rle
     from .evaluate import ytvis_metrics
 
     annotations_path = getattr(ground_truth_source, "annotations_path", ground_truth_source)
@@ -92,7 +92,7 @@ def make_compute_metrics(processor, ground_truth_source, config=None):
             for score, cls, masks in zip(video["scores"], video["labels"], video["masks"]):
                 state["results"].append({
                     "video_id": video_id, "category_id": label_to_category[int(cls)], "score": float(score),
-                    "segmentations": [mask_to_rle(m) for m in masks],
+                    "segmentations": masks_to_rle(masks),
                 })  # fmt: skip
         if not compute_result:
             return {}
