@@ -16,7 +16,9 @@ from pathlib import Path
 
 def bundled_model_dir() -> Path:
     """The small model shipped with the package (trained on synthetic shapes), used when --model is omitted."""
-    return Path(__file__).resolve().parent / "assets" / "genvis-tiny"
+    from .assets import tiny_model_path
+
+    return tiny_model_path()
 
 
 def load_model_and_processor(model: str | None, device: str = "cpu"):
@@ -41,7 +43,9 @@ def load_model_and_processor(model: str | None, device: str = "cpu"):
 
 def add_segment_command(parser: argparse.ArgumentParser):
     parser.description = "Segment and track every object of videos (files or frame directories)."
-    parser.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAMES_DIR")
+    parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_FRAMES_DIR")
+    parser.add_argument("--demo", action="store_true", help="segment the bundled synthetic demo video (with the "
+                        "bundled model unless --model is given)")
     parser.add_argument("--model", help="model directory or installed name (default: the bundled genvis-tiny)")
     parser.add_argument("--output-dir", required=True, type=Path)
     parser.add_argument("--overlay", action="store_true", help="also write OUT/NAME.mp4 with the instances drawn")
@@ -74,6 +78,13 @@ def run_segment(args: argparse.Namespace) -> int:
     from .processing.video_io import VideoInputError, VideoReader, write_video
     from .processing.visualize import overlay_video
 
+    if args.demo:
+        from .assets import demo_video_path
+
+        args.inputs = [*args.inputs, str(demo_video_path())]
+    if not args.inputs:
+        print("error: give at least one video or frames directory (or --demo)", file=sys.stderr)
+        return 2
     try:
         names = _output_names(args.inputs)
         model, processor = load_model_and_processor(args.model, args.device)

@@ -11,8 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
-# Below this many rows a plain GEMM is as fast and avoids the conv set-up cost.
-_CONV_LINEAR_MIN_ROWS = 512
+# The 1x1-convolution route pays a set-up cost: it wins from ~64 rows once the product is large enough
+# (measured on 2 cores of an AMD EPYC: [100, 256] x [256, 2048] 0.32 vs 0.58 ms; [100, 256] x [256, 256] 0.08 vs 0.07).
+_CONV_LINEAR_MIN_ROWS = 64
+_CONV_LINEAR_MIN_WORK = 100 * 1024  # rows x max(in_features, out_features)
+
+
+def softmax_small_last_dim(x: torch.Tensor) -> torch.Tensor:
+    """`x.softmax(-1)` for a short last dimension (e.g. the 12 level x point weights of deformable attention),
+    where ATen's kernel vectorises poorly: max-shifted `exp` and a sum, ~5x faster on CPUs, equal within 2e-7."""
+    shifted = x - x.amax(dim=-1, keepdim=True)
+    exponentials = shifted.exp()
+    return exponentials / exponentials.sum(dim=-1, keepdim=True)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -24,7 +34,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     Same values up to float rounding; differentiable.
     """
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if x.device.type != "cpu" or x.dtype != torch.float32 or rows < _CONV_LINEAR_MIN_ROWS or not x.is_contiguous():
+    small = rows < _CONV_LINEAR_MIN_ROWS or rows * max(weight.shape) < _CONV_LINEAR_MIN_WORK
+    if x.device.type != "cpu" or x.dtype != torch.float32 or small or not x.is_contiguous():
         return F.linear(x, weight, bias)
     channels_in, channels_out = x.shape[-1], weight.shape[0]
     image = x.reshape(1, rows, 1, channels_in).permute(0, 3, 1, 2)  # [1, C_in, rows, 1], channels-last strides
@@ -207,7 +218,8 @@ class FeedForwardLayer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         x = self.norm(hidden_states) if self.pre_norm else hidden_states
-        x = linear(self.dropout(F.relu(linear(x, self.fc1.weight, self.fc1.bias))), self.fc2.weight, self.fc2.bias)
+        x = F.relu(linear(x, self.fc1.weight, self.fc1.bias), inplace=True)
+        x = linear(self.dropout(x), self.fc2.weight, self.fc2.bias)
         hidden_states = hidden_states + self.dropout(x)
         return hidden_states if self.pre_norm else self.norm(hidden_states)
 

@@ -54,8 +54,8 @@ class DeformableEncoderLayer(nn.Module):
             spatial_shapes_list, level_start_index,
         )  # fmt: skip
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
-        ffn = linear(self.dropout(F.relu(linear(hidden_states, self.fc1.weight, self.fc1.bias))), self.fc2.weight,
-                     self.fc2.bias)  # fmt: skip
+        ffn = F.relu(linear(hidden_states, self.fc1.weight, self.fc1.bias), inplace=True)
+        ffn = linear(self.dropout(ffn), self.fc2.weight, self.fc2.bias)
         return self.final_layer_norm(hidden_states + self.dropout(ffn))
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..layers import linear
+from ..layers import linear, softmax_small_last_dim
 from .dispatch import multi_scale_deformable_attention
 
 
@@ -60,10 +59,13 @@ class MultiScaleDeformableAttention(nn.Module):
         offsets = offsets.view(batch, num_queries, h, L, P, 2)
         weights = linear(hidden_states, self.attention_weights.weight, self.attention_weights.bias)
         weights = weights.view(batch, num_queries, h, L * P)
-        weights = F.softmax(weights, -1).view(batch, num_queries, h, L, P)
-        # offsets are in pixels of each level: normalise by (W_l, H_l)
-        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)  # [L, 2]
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        weights = softmax_small_last_dim(weights).view(batch, num_queries, h, L, P)
+        # offsets are in pixels of each level: normalise by (W_l, H_l); addcdiv = the add and the division in
+        # one pass, with the same two roundings
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)  # [L, 2]
+        locations = torch.addcdiv(
+            reference_points[:, :, None, :, None, :], offsets, normalizer[None, None, None, :, None, :]
+        )  # [N, Lq, h, L, P, 2]
         # The sampling runs in float32 whatever the model dtype: bf16 locations would be off by a quarter pixel.
         output = multi_scale_deformable_attention(
             value.float(), spatial_shapes, spatial_shapes_list, level_start_index, locations.float(), weights.float(),
