@@ -246,8 +246,14 @@ def main() -> None:
     parser.add_argument("--baseline-json", type=Path, help="JSON line(s) of time_original.py to compare with")
     parser.add_argument("--compare-bf16", action="store_true",
                         help="only: bf16 vs fp32 speed-up and deviation (label agreement, mask IoU) at the model's mode")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="do not tune glibc malloc (genvis-hf commands tune it, see genvis_hf.utils.cpu)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        from genvis_hf.utils import tune_memory_allocator
+
+        tune_memory_allocator()
     if args.compare_bf16:
         config_size = build(args)[0].config.test_min_size
         frames, source_size = load_frames(args.video, args.frames, config_size, round(config_size * 4 / 3))
@@ -264,6 +270,7 @@ def main() -> None:
     report = {
         "cpu": cpu_name(), "device": args.device, "dtype": args.dtype, "threads": args.threads,
         "model": args.model or args.preset, "frames": args.frames, "input_size": list(frames.shape[1:3]),
+        "tuned_allocator": not args.default_allocator,
         "output_size": list(source_size), "deformable_attention_backend": model.deformable_attention_backend_in_use,
         "modes": {},
     }  # fmt: skip

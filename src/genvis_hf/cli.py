@@ -35,6 +35,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .utils.cpu import tune_memory_allocator
+
+    tune_memory_allocator()  # an application, not a library import: see its docstring
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command if command in _COMMANDS else None).parse_args(argv)

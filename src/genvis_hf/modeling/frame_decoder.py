@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, CrossAttentionLayer, FeedForwardLayer, SelfAttentionLayer, sine_position_embedding
+from .layers import MLP, CrossAttentionLayer, FeedForwardLayer, SelfAttentionLayer, linear, sine_position_embedding
 
 
 @dataclass
@@ -38,9 +38,12 @@ class FrameDecoderLayer(nn.Module):
         self.self_attn = SelfAttentionLayer(hidden_dim, num_heads, pre_norm, dropout)
         self.ffn = FeedForwardLayer(hidden_dim, ffn_dim, pre_norm, dropout)
 
-    def forward(self, queries, memory, memory_position, query_position, attention_mask):
-        """queries `[N, fQ, C]`, memory `[N, HW, C]`, attention_mask bool `[N, 1, fQ, HW]` (True = attend)."""
-        queries = self.cross_attn(queries, memory, attention_mask, memory_position, query_position)
+    def forward(self, queries, memory, memory_position, query_position, attention_mask, projected_key=None,
+                projected_value=None):  # fmt: skip
+        """queries `[N, fQ, C]`, memory `[N, HW, C]`, attention_mask bool `[N, 1, fQ, HW]` (True = attend); the
+        memory's key/value projections may be given precomputed (`[N, HW, C]`)."""
+        queries = self.cross_attn(queries, memory, attention_mask, memory_position, query_position, projected_key,
+                                  projected_value)  # fmt: skip
         queries = self.self_attn(queries, query_position)
         return self.ffn(queries)
 
@@ -89,6 +92,25 @@ class GenVISFrameDecoder(nn.Module):
         blocked[blocked.all(-1)] = False  # a query with an empty mask attends everywhere
         return (~blocked).unsqueeze(1).detach()
 
+    def _project_memories(self, memories: list[torch.Tensor], memory_positions: list[torch.Tensor]):
+        """Every layer's key and value projections of its level's memory, `[N, HW, C]` each, computed per level in
+        one product for all the layers reading that level (the memory does not change between layers)."""
+        channels = self.hidden_dim
+        keys: list[torch.Tensor | None] = [None] * len(self.layers)
+        values: list[torch.Tensor | None] = [None] * len(self.layers)
+        for level in range(self.num_levels):
+            readers = list(range(level, len(self.layers), self.num_levels))
+            if not readers:
+                continue
+            attentions = [self.layers[i].cross_attn.attention for i in readers]
+            key_weight, key_bias = (torch.cat(parts) for parts in zip(*(a.projection(1) for a in attentions)))
+            value_weight, value_bias = (torch.cat(parts) for parts in zip(*(a.projection(2) for a in attentions)))
+            all_keys = linear(memories[level] + memory_positions[level], key_weight, key_bias).split(channels, -1)
+            all_values = linear(memories[level], value_weight, value_bias).split(channels, -1)
+            for i, key, value in zip(readers, all_keys, all_values):
+                keys[i], values[i] = key, value
+        return keys, values
+
     def forward(self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor,
                 output_all_heads: bool = False, output_predictions: bool = False) -> FrameDecoderOutput:  # fmt: skip
         """
@@ -105,6 +127,8 @@ class GenVISFrameDecoder(nn.Module):
             memory_positions.append(position.flatten(2).transpose(1, 2))  # [N, HW, C]
             memory = projection(x).permute(0, 2, 3, 1).flatten(1, 2)  # [N, HW, C]
             memories.append(memory + self.level_embed.weight[level])
+
+        projected_keys, projected_values = self._project_memories(memories, memory_positions)
 
         if output_predictions:  # full-resolution masks are needed anyway: resize them, as the original
             level_mask_features = None
@@ -123,7 +147,8 @@ class GenVISFrameDecoder(nn.Module):
             if head > 0:
                 level = (head - 1) % self.num_levels
                 queries = self.layers[head - 1](queries, memories[level], memory_positions[level], query_position,
-                                                attention_mask)  # fmt: skip
+                                                attention_mask, projected_keys[head - 1],
+                                                projected_values[head - 1])  # fmt: skip
             normed = self.decoder_norm(queries)
             keep = output_all_heads or head == num_layers
             class_logits = mask_logits = None

@@ -120,12 +120,18 @@ class GenVISAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
+    def projection(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight `[C, C]` and bias `[C]` of the query (0), key (1) or value (2) projection."""
+        rows = slice(index * self.embed_dim, (index + 1) * self.embed_dim)
+        return self.in_proj_weight[rows], self.in_proj_bias[rows]
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        return x.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)  # [B, h, N, d]
+
     def _project(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Project `[B, N, C]` with the q (0), k (1) or v (2) slice and split heads: `[B, h, N, d]`."""
-        rows = slice(index * self.embed_dim, (index + 1) * self.embed_dim)
-        x = linear(x, self.in_proj_weight[rows], self.in_proj_bias[rows])
-        batch, tokens, _ = x.shape
-        return x.view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        return self._split_heads(linear(x, *self.projection(index)))
 
     def forward(
         self,
@@ -133,17 +139,23 @@ class GenVISAttention(nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        projected_key: torch.Tensor | None = None,
+        projected_value: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
-            query: `[B, Nq, C]`; key, value: `[B, Nk, C]`.
+            query: `[B, Nq, C]`; key, value: `[B, Nk, C]` (ignored when their projections are given).
             attention_mask: optional `[B, h, Nq, Nk]` (or broadcastable): bool, True where attention is allowed,
                 or float, added to the attention logits.
+            projected_key, projected_value: optional `[B, Nk, C]`, the key/value projections already computed
+                (e.g. several layers' projections of one memory in one product).
 
         Returns:
             `[B, Nq, C]`.
         """
-        q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)
+        q = self._project(query, 0)
+        k = self._split_heads(projected_key) if projected_key is not None else self._project(key, 1)
+        v = self._split_heads(projected_value) if projected_value is not None else self._project(value, 2)
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)  # [B, h, Nq, d]
         out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.embed_dim)
@@ -171,12 +183,19 @@ class CrossAttentionLayer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         memory_position: torch.Tensor | None = None,
         query_position: torch.Tensor | None = None,
+        projected_key: torch.Tensor | None = None,
+        projected_value: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """hidden_states `[B, Nq, C]`, memory `[B, Nk, C]` -> `[B, Nq, C]`."""
+        """hidden_states `[B, Nq, C]`, memory `[B, Nk, C]` -> `[B, Nq, C]`; see `GenVISAttention` for the optional
+        precomputed key/value projections (then `memory` and `memory_position` are not used)."""
         query = self.norm(hidden_states) if self.pre_norm else hidden_states
-        attended = self.attention(
-            _with_position(query, query_position), _with_position(memory, memory_position), memory, attention_mask
-        )
+        if projected_key is not None:
+            attended = self.attention(_with_position(query, query_position), None, None, attention_mask,
+                                      projected_key, projected_value)  # fmt: skip
+        else:
+            attended = self.attention(
+                _with_position(query, query_position), _with_position(memory, memory_position), memory, attention_mask
+            )
         hidden_states = hidden_states + self.dropout(attended)
         return hidden_states if self.pre_norm else self.norm(hidden_states)
 
