@@ -78,7 +78,9 @@ def test_model_outputs_match_torch_backend(backend, device, clip_length, monkeyp
     assert model.deformable_attention_backend_in_use == backend
     with torch.no_grad():
         actual = output_tensors(model(video, output_hidden_states=True))
-    assert len(calls) == 2 * (3 // clip_length), "every encoder layer of every clip must run the backend"
+    # On CPUs the stages after the backbone run frame by frame (GenVISModel.forward_frames), on GPUs per clip.
+    decoder_batches = 3 if device == "cpu" else 3 // clip_length
+    assert len(calls) == 2 * decoder_batches, "every encoder layer of every frame batch must run the backend"
     assert actual.keys() == expected.keys() and len(actual) > 10
     for key, tensor in expected.items():
         error = (actual[key] - tensor).abs().max().item()
