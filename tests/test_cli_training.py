@@ -49,3 +49,31 @@ def test_bundled_model_segments_the_demo_video(tmp_path, capsys):
     video = processor.post_process_video_instance_segmentation(outputs, target_sizes=[frames.shape[1:3]])[0]
     assert video["masks"].shape[1:] == frames.shape[:3]
     assert float(video["scores"][0]) > 0.5
+
+
+def test_segment_demo_command_writes_results_and_overlay(tmp_path, capsys):
+    """README's first command ends with `genvis-hf segment --demo --overlay`: the bundled model on the bundled
+    video, a results JSON whose confident instances are the demo's annotated objects, and an overlay video."""
+    import av
+
+    out = tmp_path / "demo-output"
+    assert main(["segment", "--demo", "--overlay", "--output-dir", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "shapes.json").read_text())
+    annotations = json.loads(demo_annotations_path().read_text())
+    names = {c["id"]: c["name"] for c in annotations["categories"]}
+    confident = sorted(r["label"] for r in results if r["score"] >= 0.5)
+    assert confident == sorted(names[a["category_id"]] for a in annotations["annotations"])
+    assert all(len(r["segmentations"]) == annotations["videos"][0]["length"] for r in results)
+    with av.open(str(out / "shapes.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == annotations["videos"][0]["length"]
+    assert frames[0].shape == demo_frames()[0].shape
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    """`.ci/run` must run the README's two set-up commands verbatim (install + demo, then the tests)."""
+    from conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    ci_lines = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert len(readme) == 2 and ci_lines[-2:] == readme

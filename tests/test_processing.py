@@ -53,6 +53,6 @@ def test_resize_uses_pil_bilinear_on_uint8():
 
     frame = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     out = GenVISVideoProcessor(do_normalize=False)(videos=[frame[None]], return_tensors="pt")["pixel_values"]
-    expected = np.asarray(Image.fromarray(frame).resize((480, 360), Image.BILINEAR))
+    expected = np.array(Image.fromarray(frame).resize((480, 360), Image.BILINEAR))
     assert out.shape[-2:] == (384, 480)  # 360 padded to a multiple of 32
     assert torch.equal(out[0, 0, :, :360], torch.from_numpy(expected).permute(2, 0, 1).float())

@@ -36,7 +36,7 @@ def draw_instances(
     alpha: float = 0.45,
 ) -> np.ndarray:
     """Draw bool masks `[K, H, W]` on an RGB uint8 frame `[H, W, 3]` (same size); returns a new frame."""
-    canvas = torch.from_numpy(np.ascontiguousarray(frame)).float()
+    canvas = torch.from_numpy(np.array(frame, dtype=np.float32))  # a writable copy: frames may be read-only views
     for mask, color in zip(masks, colors):
         if not mask.any():
             continue
