@@ -130,3 +130,40 @@ def test_bad_pixel_values_shape_is_a_clear_error():
         model(torch.zeros(1, 2, 4, 32, 32))
     with pytest.raises(ValueError, match="pixel_mask has shape"):
         model(torch.zeros(1, 2, 3, 32, 32), pixel_mask=torch.ones(1, 2, 16, 16))
+
+
+@pytest.mark.parametrize("conv_route", [True, False])
+@pytest.mark.parametrize("shape", [(1, 3570, 256, 1024), (2, 100, 256, 2048), (1, 30, 64, 64)])
+def test_linear_routes_equal_f_linear(monkeypatch, conv_route, shape):
+    """`layers.linear` takes the 1x1-convolution route on AMD CPUs and `F.linear` on Intel ones: both must give
+    F.linear's values (to float rounding) and gradients, whichever this machine picks."""
+    from genvis_hf.modeling import layers
+
+    monkeypatch.setattr(layers, "_conv_linear_pays", lambda: conv_route)
+    batch, rows, c_in, c_out = shape
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, rows, c_in, generator=generator, requires_grad=True)
+    weight = torch.randn(c_out, c_in, generator=generator, requires_grad=True)
+    bias = torch.randn(c_out, generator=generator, requires_grad=True)
+    out = layers.linear(x, weight, bias)
+    expected = torch.nn.functional.linear(x, weight, bias)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-4)
+    grads = torch.autograd.grad(out.square().sum(), (x, weight, bias))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, weight, bias))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-2)
+
+
+def test_conv_linear_override(monkeypatch):
+    from genvis_hf.modeling import layers
+
+    for value, expected in (("0", False), ("1", True)):
+        layers._conv_linear_pays.cache_clear()
+        monkeypatch.setenv("GENVIS_HF_CONV_LINEAR", value)
+        assert layers._conv_linear_pays() is expected
+    layers._conv_linear_pays.cache_clear()
+    monkeypatch.delenv("GENVIS_HF_CONV_LINEAR")
+    from genvis_hf.utils.cpu import cpu_vendor
+
+    assert layers._conv_linear_pays() is (cpu_vendor() != "GenuineIntel")
+    layers._conv_linear_pays.cache_clear()

@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..utils.cpu import cpu_vendor
 
 
 # The 1x1-convolution route pays a set-up cost: it wins from ~64 rows once the product is large enough
 # (measured on 2 cores of an AMD EPYC: [100, 256] x [256, 2048] 0.32 vs 0.58 ms; [100, 256] x [256, 256] 0.08 vs 0.07).
 _CONV_LINEAR_MIN_ROWS = 64
 _CONV_LINEAR_MIN_WORK = 100 * 1024  # rows x max(in_features, out_features)
+
+
+@functools.cache
+def _conv_linear_pays() -> bool:
+    """Whether the 1x1-convolution route beats BLAS on this CPU. The MKL GEMM behind `F.linear` reaches only
+    160-240 GFLOP/s on AMD EPYCs (oneDNN's convolution ~500), but 320-350 on Intel Xeons, close to their fp32
+    peak, where the convolution route is equal for the pixel decoder's products and slower for 100-row ones
+    (whole model 3% slower, docs/performance.md). `GENVIS_HF_CONV_LINEAR=0/1` overrides."""
+    forced = os.environ.get("GENVIS_HF_CONV_LINEAR")
+    if forced is not None:
+        return forced not in ("", "0", "false", "False")
+    return cpu_vendor() != "GenuineIntel"
 
 
 def softmax_small_last_dim(x: torch.Tensor) -> torch.Tensor:
@@ -28,14 +43,15 @@ def softmax_small_last_dim(x: torch.Tensor) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear`, computed as a 1x1 convolution over a channels-last view when that is faster.
 
-    On CPUs the oneDNN convolution reaches 2-3x the GFLOP/s of the BLAS GEMM behind `F.linear` for the
-    token-by-channel products of the pixel decoder (see docs/performance.md). `[..., C_in]` is viewed, without a
+    On AMD CPUs the oneDNN convolution reaches 2-3x the GFLOP/s of the BLAS GEMM behind `F.linear` for the
+    token-by-channel products of the pixel decoder (see docs/performance.md); on Intel CPUs MKL is as fast, and
+    `F.linear` (the original's own product) is used. `[..., C_in]` is viewed, without a
     copy, as a channels-last `[1, C_in, rows, 1]` image; the output comes back as a `[..., C_out]` view.
     Same values up to float rounding; differentiable.
     """
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     small = rows < _CONV_LINEAR_MIN_ROWS or rows * max(weight.shape) < _CONV_LINEAR_MIN_WORK
-    if x.device.type != "cpu" or x.dtype != torch.float32 or small or not x.is_contiguous():
+    if x.device.type != "cpu" or x.dtype != torch.float32 or small or not x.is_contiguous() or not _conv_linear_pays():
         return F.linear(x, weight, bias)
     channels_in, channels_out = x.shape[-1], weight.shape[0]
     image = x.reshape(1, rows, 1, channels_in).permute(0, 3, 1, 2)  # [1, C_in, rows, 1], channels-last strides

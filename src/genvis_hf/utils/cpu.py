@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
+import platform
 
 logger = logging.getLogger(__name__)
 
@@ -38,3 +40,16 @@ def tune_memory_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (
     if ok:
         logger.info("glibc malloc: mmap threshold %d, trim threshold %d", mmap_threshold, trim_threshold)
     return ok
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """The x86 `vendor_id` of this machine's CPU ("GenuineIntel", "AuthenticAMD", ...), or "" when unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "GenuineIntel" if "Intel" in platform.processor() else ""
