@@ -167,3 +167,52 @@ def test_conv_linear_override(monkeypatch):
 
     assert layers._conv_linear_pays() is (cpu_vendor() != "GenuineIntel")
     layers._conv_linear_pays.cache_clear()
+
+
+def _backbone_with_random_statistics(depth: int):
+    from genvis_hf.modeling.backbone_resnet import GenVISResNetBackbone
+
+    backbone = GenVISResNetBackbone(depth, stem_out_channels=16, res2_out_channels=32, width_per_group=8).eval()
+    generator = torch.Generator().manual_seed(depth)
+    for module in backbone.modules():
+        if hasattr(module, "running_var"):
+            module.weight.uniform_(0.5, 1.5, generator=generator)
+            module.bias.normal_(generator=generator)
+            module.running_mean.normal_(generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+    return backbone
+
+
+def _assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    tolerance = 1e-5 * max(1.0, expected.abs().max().item())
+    assert (actual - expected).abs().max().item() <= tolerance
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_fused_inference_backbone_equals_the_unfused_graph(depth):
+    from genvis_hf.modeling import backbone_resnet
+
+    assert backbone_resnet._onednn_fused_conv_available(), "this torch build has no oneDNN fused convolution"
+    backbone = _backbone_with_random_statistics(depth)
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        fused = backbone(images)
+    reference = [x.detach() for x in backbone(images)]  # autograd on: conv, BN, add and ReLU as separate ops
+    for actual, expected in zip(fused, reference):
+        assert actual.is_contiguous(memory_format=torch.channels_last)  # the fused path ran
+        assert not expected.is_contiguous(memory_format=torch.channels_last)
+        _assert_close_to_scale(actual, expected)
+
+
+def test_fused_backbone_refolds_after_weights_or_statistics_change():
+    backbone = _backbone_with_random_statistics(18)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = backbone(images)[-1]
+        backbone.stages[3][1].conv2.norm.running_mean.add_(1.0)  # an in-place change of a statistic
+        after_statistic = backbone(images)[-1]
+        backbone.stem.conv1.conv.weight.mul_(0.5)  # ... and of a weight
+        after_weight = backbone(images)[-1]
+    assert not torch.allclose(before, after_statistic) and not torch.allclose(after_statistic, after_weight)
+    _assert_close_to_scale(after_weight, backbone(images)[-1].detach())
+
