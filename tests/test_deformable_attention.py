@@ -176,6 +176,61 @@ def test_jit_module_training_step_matches_torch():
         torch.testing.assert_close(grads["jit"][key], expected, rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_jit_inference_from_projections_matches_the_torch_layer(case):
+    """CPU inference with the jit kernels computes the softmax and the sampling locations inside the kernel
+    (`forward_from_projections`); the layer's output equals the torch backend's separate passes. Offsets of
+    several pixels push samples outside the maps, and the queries differ from the values (decoder-like)."""
+    require_backend("jit", "cpu")
+    batch, shapes_list, heads, head_dim, queries, points = CASES[case]
+    torch.manual_seed(len(case))
+    layer = MultiScaleDeformableAttention(heads * head_dim, len(shapes_list), heads, points, backend="torch").eval()
+    torch.nn.init.normal_(layer.sampling_offsets.bias, std=3.0)
+    torch.nn.init.normal_(layer.attention_weights.weight, std=0.5)
+    shapes = torch.tensor(shapes_list)
+    sizes = shapes.prod(1)
+    starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    states = torch.randn(batch, int(sizes.sum()), heads * head_dim)
+    query_states = torch.randn(batch, queries, heads * head_dim)
+    reference = torch.rand(batch, queries, len(shapes_list), 2)
+    with torch.no_grad():
+        expected = layer(query_states, reference, states, shapes, shapes_list, starts)
+        layer.backend = "jit"
+        assert layer._uses_fused_kernel(query_states, states)
+        actual = layer(query_states, reference, states, shapes, shapes_list, starts)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=ATOL)
+
+
+def test_fused_projection_weights_follow_parameter_updates():
+    require_backend("jit", "cpu")
+    layer = MultiScaleDeformableAttention(16, 2, 2, 2, backend="jit").eval()
+    shapes_list = [(4, 5), (2, 3)]
+    states, reference = torch.randn(1, 26, 16), torch.rand(1, 26, 2, 2)
+    args = (states, reference, states, torch.tensor(shapes_list), shapes_list, torch.tensor([0, 20]))
+    with torch.no_grad():
+        before = layer(*args)
+        layer.attention_weights.weight.mul_(3.0)
+        after = layer(*args)
+        layer.backend = "torch"
+        expected = layer(*args)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=0, atol=ATOL)
+
+
+def test_forward_from_projections_refuses_mismatched_inputs_in_one_line():
+    require_backend("jit", "cpu")
+    extension = jit_backend.load_extension("cpu")
+    value = torch.randn(1, 20, 2, 4)
+    shapes, starts = torch.tensor([[4, 5]]), torch.tensor([0])
+    reference = torch.rand(1, 3, 1, 2)
+    offsets, logits = torch.randn(1, 3, 2 * 1 * 2 * 2), torch.randn(1, 3, 2 * 1 * 2)
+    assert extension.forward_from_projections(value, shapes, starts, reference, offsets, logits, 2).shape == (1, 3, 8)
+    with pytest.raises(RuntimeError, match=r"logits must be \[N, Lq, heads \* levels \* points\]"):
+        extension.forward_from_projections(value, shapes, starts, reference, offsets, logits[..., :3], 2)
+    with pytest.raises(RuntimeError, match="float32"):
+        extension.forward_from_projections(value.double(), shapes, starts, reference, offsets, logits, 2)
+
+
 # ---------------------------------------------------------------------------------------------- selection
 def test_auto_resolves_to_an_available_backend_and_runs():
     device = torch.device("cpu")

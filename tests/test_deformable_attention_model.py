@@ -68,19 +68,25 @@ def test_model_outputs_match_torch_backend(backend, device, clip_length, monkeyp
     with torch.no_grad():
         expected = output_tensors(model(video, output_hidden_states=True))
 
-    calls = []
+    calls, fused_calls = [], []
     original = dispatch._BACKENDS[backend]
     monkeypatch.setitem(
         dispatch._BACKENDS, backend,
         dispatch.Backend(backend, lambda *args: calls.append(1) or original.run(*args), original.unavailable_reason),
     )  # fmt: skip
+    original_fused = MultiScaleDeformableAttention._forward_fused
+    monkeypatch.setattr(MultiScaleDeformableAttention, "_forward_fused",
+                        lambda self, *args: fused_calls.append(1) or original_fused(self, *args))  # fmt: skip
     model.set_deformable_attention_backend(backend)
     assert model.deformable_attention_backend_in_use == backend
     with torch.no_grad():
         actual = output_tensors(model(video, output_hidden_states=True))
     # On CPUs the stages after the backbone run frame by frame (GenVISModel.forward_frames), on GPUs per clip.
     decoder_batches = 3 if device == "cpu" else 3 // clip_length
-    assert len(calls) == 2 * decoder_batches, "every encoder layer of every frame batch must run the backend"
+    runs = len(calls) + len(fused_calls)
+    assert runs == 2 * decoder_batches, "every encoder layer of every frame batch must run the backend"
+    # CPU inference with the jit kernels goes through their fused entry point (softmax and locations inside)
+    assert len(fused_calls) == (runs if (backend, device) == ("jit", "cpu") else 0)
     assert actual.keys() == expected.keys() and len(actual) > 10
     for key, tensor in expected.items():
         error = (actual[key] - tensor).abs().max().item()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FrozenBatchNorm2d
+from .layers import DerivedTensorCache, FrozenBatchNorm2d
 
 _BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -47,12 +47,6 @@ def use_fused_inference(x: torch.Tensor) -> bool:
     )
 
 
-def _version(tensor: torch.Tensor) -> int:
-    """The tensor's in-place modification counter (inference tensors, e.g. a model built under
-    `torch.inference_mode()`, have none and cannot be modified outside it: 0)."""
-    return 0 if tensor.is_inference() else tensor._version
-
-
 class ConvFrozenBN(nn.Module):
     """Bias-free `Conv2d` followed by `FrozenBatchNorm2d` (detectron2's default) or, with `norm="GN"`, a trainable
     `GroupNorm` (`MODEL.RESNETS.NORM: "GN"`; what a backbone trained from scratch needs).
@@ -72,7 +66,7 @@ class ConvFrozenBN(nn.Module):
         else:
             self.norm = FrozenBatchNorm2d(out_channels)
 
-        self._folded: tuple | None = None  # (key, weight, bias) of the fused path; not state
+        self._folded = DerivedTensorCache()  # (weight, bias) of the fused path
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
         if isinstance(self.norm, FrozenBatchNorm2d) and use_fused_inference(x):
@@ -85,14 +79,13 @@ class ConvFrozenBN(nn.Module):
     def _folded_weight_and_bias(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The conv weight scaled by the frozen BN (channels-last, `[C_out, C_in/g, k, k]`) and its shift `[C_out]`,
         folded in float32 and cached until a weight or statistic is modified or replaced."""
-        tensors = (self.conv.weight, *self.norm.buffers())
-        key = (dtype, *((t.data_ptr(), _version(t)) for t in tensors))
-        if self._folded is None or self._folded[0] != key:
+
+        def fold() -> tuple[torch.Tensor, torch.Tensor]:
             scale, shift = self.norm.scale_and_shift()
             weight = self.conv.weight.float() * scale.float().view(-1, 1, 1, 1)
-            weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
-            self._folded = (key, weight, shift.to(dtype))
-        return self._folded[1], self._folded[2]
+            return weight.to(dtype).contiguous(memory_format=torch.channels_last), shift.to(dtype)
+
+        return self._folded.get((self.conv.weight, *self.norm.buffers()), fold, dtype)
 
     def _fused(self, x: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
         weight, bias = self._folded_weight_and_bias(x.dtype)

@@ -59,6 +59,30 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], channels_out)
 
 
+def _version(tensor: torch.Tensor) -> int:
+    """The tensor's in-place modification counter (inference tensors, e.g. parameters of a model built under
+    `torch.inference_mode()`, have none and cannot be modified outside it: 0)."""
+    return 0 if tensor.is_inference() else tensor._version
+
+
+class DerivedTensorCache:
+    """One tensor derived from parameters or buffers for a fast inference path (a batch norm folded into
+    convolution weights, projections concatenated into one), rebuilt whenever a source tensor is replaced
+    (`.to()`, `load_state_dict(assign=True)`) or modified in place (an optimizer step, `load_state_dict`).
+    Not module state: never saved, never loaded."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._value = None
+
+    def get(self, sources: tuple[torch.Tensor, ...], build, *extra_key):
+        key = (*extra_key, *((t.data_ptr(), _version(t)) for t in sources))
+        if key != self._key:
+            self._value = build()
+            self._key = key
+        return self._value
+
+
 class FrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics and affine parameters (detectron2's `FrozenBatchNorm2d`).
 
