@@ -196,7 +196,7 @@ def test_jit_inference_from_projections_matches_the_torch_layer(case):
     with torch.no_grad():
         expected = layer(query_states, reference, states, shapes, shapes_list, starts)
         layer.backend = "jit"
-        assert layer._uses_fused_kernel(query_states, states)
+        assert layer._fused_kernel(query_states, states) is not None
         actual = layer(query_states, reference, states, shapes, shapes_list, starts)
     torch.testing.assert_close(actual, expected, rtol=0, atol=ATOL)
 

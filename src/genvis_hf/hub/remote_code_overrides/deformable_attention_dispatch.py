@@ -52,6 +52,11 @@ def clear_backend_cache() -> None:
     """Nothing is cached by the torch backend."""
 
 
+def inference_kernel_from_projections(backend: str, device: torch.device) -> None:
+    """No compiled kernels in the exported code."""
+    return None
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,

@@ -127,6 +127,15 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
     return [name for name in _AUTO_ORDER if unavailable_reason(name, device) is None]
 
 
+def inference_kernel_from_projections(backend: str, device: torch.device) -> Callable[..., torch.Tensor] | None:
+    """The jit kernels' `forward_from_projections` (CPU inference that applies the attention softmax and turns
+    offsets into sampling locations inside the kernel; see `csrc/ms_deform_attn.h`) when `backend` runs as
+    `"jit"` on `device` and that is a CPU; None otherwise."""
+    if device.type != "cpu" or resolve_backend(backend, device) != "jit":
+        return None
+    return jit_build.load_extension("cpu").forward_from_projections
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,

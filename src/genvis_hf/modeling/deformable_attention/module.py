@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from ..layers import DerivedTensorCache, linear, softmax_small_last_dim
-from . import jit_backend
-from .dispatch import multi_scale_deformable_attention, resolve_backend
+from .dispatch import inference_kernel_from_projections, multi_scale_deformable_attention
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -33,18 +32,17 @@ class MultiScaleDeformableAttention(nn.Module):
         self.output_proj = nn.Linear(embed_dim, embed_dim)
         self._offsets_and_logits = DerivedTensorCache()  # both projections as one [h*L*P*3, C] product
 
-    def _uses_fused_kernel(self, hidden_states: torch.Tensor, value_states: torch.Tensor) -> bool:
+    def _fused_kernel(self, hidden_states: torch.Tensor, value_states: torch.Tensor):
         """Inference on a CPU with the `jit` kernels in float32: offsets and attention logits come from one
         product, and the kernel itself applies the softmax and turns offsets into locations
-        (`forward_from_projections`), which saves two passes over `[N, Lq, h, L, P]` tensors."""
-        return (
-            not torch.is_grad_enabled()
-            and value_states.device.type == "cpu"
-            and hidden_states.dtype == value_states.dtype == self.value_proj.weight.dtype == torch.float32
-            and resolve_backend(self.backend, value_states.device) == "jit"
-        )
+        (`forward_from_projections`), which saves two passes over `[N, Lq, h, L, P]` tensors. None otherwise."""
+        if torch.is_grad_enabled() or not (
+            hidden_states.dtype == value_states.dtype == self.value_proj.weight.dtype == torch.float32
+        ):
+            return None
+        return inference_kernel_from_projections(self.backend, value_states.device)
 
-    def _forward_fused(self, hidden_states, reference_points, value, spatial_shapes, level_start_index):
+    def _forward_fused(self, kernel, hidden_states, reference_points, value, spatial_shapes, level_start_index):
         num_offsets = self.sampling_offsets.out_features
         weight, bias = self._offsets_and_logits.get(
             (self.sampling_offsets.weight, self.sampling_offsets.bias, self.attention_weights.weight,
@@ -53,8 +51,7 @@ class MultiScaleDeformableAttention(nn.Module):
                      torch.cat([self.sampling_offsets.bias, self.attention_weights.bias])),
         )  # fmt: skip
         projections = linear(hidden_states, weight, bias)  # [N, Lq, h*L*P*2 + h*L*P]
-        extension = jit_backend.load_extension("cpu")
-        return extension.forward_from_projections(
+        return kernel(
             value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
             reference_points.contiguous(), projections[..., :num_offsets], projections[..., num_offsets:],
             self.num_points,
@@ -84,8 +81,10 @@ class MultiScaleDeformableAttention(nn.Module):
         h, L, P = self.num_heads, self.num_levels, self.num_points
         value = linear(value_states, self.value_proj.weight, self.value_proj.bias)
         value = value.view(batch, num_values, h, self.embed_dim // h)
-        if self._uses_fused_kernel(hidden_states, value_states):
-            output = self._forward_fused(hidden_states, reference_points, value, spatial_shapes, level_start_index)
+        kernel = self._fused_kernel(hidden_states, value_states)
+        if kernel is not None:
+            output = self._forward_fused(kernel, hidden_states, reference_points, value, spatial_shapes,
+                                         level_start_index)  # fmt: skip
             return linear(output, self.output_proj.weight, self.output_proj.bias)
         offsets = linear(hidden_states, self.sampling_offsets.weight, self.sampling_offsets.bias)
         offsets = offsets.view(batch, num_queries, h, L, P, 2)
