@@ -216,3 +216,12 @@ def test_fused_backbone_refolds_after_weights_or_statistics_change():
     assert not torch.allclose(before, after_statistic) and not torch.allclose(after_statistic, after_weight)
     _assert_close_to_scale(after_weight, backbone(images)[-1].detach())
 
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_genvis_mask_features_equal_the_projection_convolution_in_the_contiguous_layout(memory_format):
+    decoder = tiny_model().object_decoder
+    stride4 = torch.randn(3, 64, 10, 14).contiguous(memory_format=memory_format)
+    projected = decoder.project_mask_features(stride4)
+    assert projected.is_contiguous()  # what the video concatenation and the post-processing product want
+    torch.testing.assert_close(projected, decoder.mask_projection(stride4), rtol=0, atol=1e-5)

@@ -362,7 +362,7 @@ class GenVISModel(GenVISPreTrainedModel):
         )  # fmt: skip
         return FrameStagesOutput(
             frame_queries=frame_output.frame_queries,
-            mask_features=self.object_decoder.mask_projection(pixels.stride4_features),
+            mask_features=self.object_decoder.project_mask_features(pixels.stride4_features),
             pixel_decoder_features=(
                 [*pixels.multi_scale_features, pixels.stride4_features, pixels.mask_features]
                 if output_hidden_states
