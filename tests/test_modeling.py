@@ -225,3 +225,25 @@ def test_genvis_mask_features_equal_the_projection_convolution_in_the_contiguous
     projected = decoder.project_mask_features(stride4)
     assert projected.is_contiguous()  # what the video concatenation and the post-processing product want
     torch.testing.assert_close(projected, decoder.mask_projection(stride4), rtol=0, atol=1e-5)
+
+
+def test_level_mask_features_equal_the_resized_full_resolution_mask_features():
+    import torch.nn.functional as F
+
+    pixel_decoder = tiny_model().pixel_decoder
+    torch.nn.init.normal_(pixel_decoder.mask_projection.bias)
+    stride4 = torch.randn(2, 64, 24, 30).contiguous(memory_format=torch.channels_last)
+    sizes = [(3, 4), (6, 8), (12, 15)]
+    with torch.no_grad():
+        full = pixel_decoder.mask_projection(stride4)
+        expected = [F.interpolate(full, size=s, mode="bilinear", align_corners=False) for s in sizes]
+        actual = pixel_decoder.level_mask_features(stride4, sizes)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-5)
+
+
+def test_frame_decoder_without_mask_features_says_what_it_needs():
+    decoder = tiny_model().frame_decoder
+    levels = [torch.randn(1, 64, s, s) for s in (2, 4, 8)]
+    with pytest.raises(ValueError, match="needs mask_features"):
+        decoder(levels, None, output_predictions=True)

@@ -111,15 +111,20 @@ class GenVISFrameDecoder(nn.Module):
                 keys[i], values[i] = key, value
         return keys, values
 
-    def forward(self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor,
-                output_all_heads: bool = False, output_predictions: bool = False) -> FrameDecoderOutput:  # fmt: skip
+    def forward(self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor | None = None,
+                output_all_heads: bool = False, output_predictions: bool = False,
+                level_mask_features: list[torch.Tensor] | None = None) -> FrameDecoderOutput:  # fmt: skip
         """
         Args:
             multi_scale_features: 3 maps `[N, C_in, H_l, W_l]`, coarse to fine.
-            mask_features: `[N, mask_dim, H/4, W/4]`.
+            mask_features: `[N, mask_dim, H/4, W/4]` (needed with `output_predictions`).
             output_all_heads: return every prediction head's queries (training), not just the last.
             output_predictions: also return the requested heads' class and mask logits (training losses).
+            level_mask_features: `mask_features` already resized to each level's size (`[N, mask_dim, H_l, W_l]`,
+                see `GenVISPixelDecoder.level_mask_features`); otherwise resized here.
         """
+        if mask_features is None and (output_predictions or level_mask_features is None):
+            raise ValueError("the frame decoder needs mask_features (or, without predictions, level_mask_features)")
         memories, memory_positions, sizes = [], [], []
         for level, (x, projection) in enumerate(zip(multi_scale_features, self.input_projections)):
             sizes.append(tuple(x.shape[-2:]))
@@ -132,7 +137,7 @@ class GenVISFrameDecoder(nn.Module):
 
         if output_predictions:  # full-resolution masks are needed anyway: resize them, as the original
             level_mask_features = None
-        else:
+        elif level_mask_features is None:
             level_mask_features = [
                 F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes
             ]

@@ -355,10 +355,18 @@ class GenVISModel(GenVISPreTrainedModel):
 
     def _decode_frames(self, backbone_features: list[torch.Tensor], output_hidden_states: bool,
                        output_loss_inputs: bool) -> FrameStagesOutput:  # fmt: skip
-        pixels = self.pixel_decoder(backbone_features)
+        # Full-resolution frame mask features are needed for training losses and hidden states only; inference
+        # needs them at the levels' sizes, where they are cheaper to compute (`level_mask_features`).
+        full_mask_features = output_loss_inputs or output_hidden_states
+        pixels = self.pixel_decoder(backbone_features, output_mask_features=full_mask_features)
+        level_mask_features = None
+        if not full_mask_features:
+            sizes = [tuple(x.shape[-2:]) for x in pixels.multi_scale_features]
+            level_mask_features = self.pixel_decoder.level_mask_features(pixels.stride4_features, sizes)
         frame_output = self.frame_decoder(
             pixels.multi_scale_features, pixels.mask_features,
             output_all_heads=output_loss_inputs, output_predictions=output_loss_inputs,
+            level_mask_features=level_mask_features,
         )  # fmt: skip
         return FrameStagesOutput(
             frame_queries=frame_output.frame_queries,

@@ -25,12 +25,13 @@ class PixelDecoderOutput:
     Attributes:
         multi_scale_features: 3 maps `[N, C, H_l, W_l]`, strides 32, 16, 8 (the frame decoder's inputs).
         stride4_features: `[N, C, H/4, W/4]`, the FPN output before any projection (GenVIS mask input).
-        mask_features: `[N, mask_dim, H/4, W/4]`, 1x1 projection of `stride4_features` (frame decoder masks).
+        mask_features: `[N, mask_dim, H/4, W/4]`, 1x1 projection of `stride4_features` (frame decoder masks);
+            None when not asked for (`GenVISPixelDecoder.forward(output_mask_features=False)`).
     """
 
     multi_scale_features: list[torch.Tensor]
     stride4_features: torch.Tensor
-    mask_features: torch.Tensor
+    mask_features: torch.Tensor | None
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -119,8 +120,9 @@ class GenVISPixelDecoder(nn.Module):
         for layer in self.encoder_layers:
             layer.self_attn.backend = backend
 
-    def forward(self, features: list[torch.Tensor]) -> PixelDecoderOutput:
-        """features: backbone maps res2..res5 (fine to coarse), `[N, C_i, H_i, W_i]`.
+    def forward(self, features: list[torch.Tensor], output_mask_features: bool = True) -> PixelDecoderOutput:
+        """features: backbone maps res2..res5 (fine to coarse), `[N, C_i, H_i, W_i]`. Without
+        `output_mask_features` the stride-4 projection is left to the caller (see `level_mask_features`).
 
         Convolutions run on channels-last tensors (oneDNN reaches 2-3x the speed of NCHW on CPUs), and the
         token <-> map reshapes are views of that layout; outputs are channels-last `[N, C, H, W]` tensors.
@@ -161,5 +163,15 @@ class GenVISPixelDecoder(nn.Module):
         return PixelDecoderOutput(
             multi_scale_features=outputs[:3],
             stride4_features=outputs[-1],
-            mask_features=self.mask_projection(outputs[-1]),
+            mask_features=self.mask_projection(outputs[-1]) if output_mask_features else None,
         )
+
+    def level_mask_features(self, stride4_features: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """`mask_features` resized bilinearly to each of `sizes`, `[N, mask_dim, h, w]` each, computed as the
+        projection of the resized stride-4 map: bilinear weights sum to one, so resizing commutes with the 1x1
+        projection (bias included), and the projection then runs on a third of the pixels. What the frame decoder
+        needs at inference (its attention masks at each level's size)."""
+        return [
+            self.mask_projection(F.interpolate(stride4_features, size=size, mode="bilinear", align_corners=False))
+            for size in sizes
+        ]
