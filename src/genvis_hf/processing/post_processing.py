@@ -52,14 +52,17 @@ class MaskRenderer:
         self.numerator: torch.Tensor | None = None
         self.denominator: torch.Tensor | None = None
 
-    def add_clip(self, mask_embeddings: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+    def add_clip(self, mask_embeddings: torch.Tensor, mask_features: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """
         Args:
             mask_embeddings: `[k, D]`, the selected queries' embeddings of this clip.
             mask_features: `[Tc, D, H/4, W/4]` of the clip's frames (the video's own padded size / 4).
+            out: optional bool `[k, Tc, target_h, target_w]` to write the masks into (e.g. the clip's frames of
+                a whole-video tensor, which saves concatenating the clips afterwards).
 
         Returns:
-            bool `[k, Tc, target_h, target_w]`.
+            bool `[k, Tc, target_h, target_w]` (`out` when given).
         """
         height, width = self.image_size
         # One memory layout whatever the caller holds (channels-last model output, or a contiguous copy from
@@ -75,7 +78,8 @@ class MaskRenderer:
             self.denominator = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
         self.numerator += (soft.flatten(1) * hard.flatten(1)).sum(1)
         self.denominator += hard.flatten(1).sum(1)
-        return F.interpolate(logits, size=self.target_size, mode="bilinear", align_corners=False) > 0.0
+        resized = F.interpolate(logits, size=self.target_size, mode="bilinear", align_corners=False)
+        return torch.gt(resized, 0.0) if out is None else torch.gt(resized, 0.0, out=out)
 
     def rescored(self, scores: torch.Tensor) -> torch.Tensor:
         """Final scores: class score x mean foreground probability of the mask over the whole video."""

@@ -229,17 +229,19 @@ class GenVISVideoProcessor(BaseVideoProcessor):
         selected = select_instances(outputs.class_queries_logits[b, :num_clips].float(), top_k)
         renderer = MaskRenderer(tuple(outputs.image_sizes[b].tolist()), padded_size, target_size)
         features = outputs.mask_features[b, :num_frames, :, : padded_size[0] // 4, : padded_size[1] // 4].float()
-        masks, start = [], 0
+        # [k, T, out_h, out_w], written clip by clip
+        masks = torch.empty((len(selected.queries), num_frames, *target_size), dtype=torch.bool, device=features.device)
+        start = 0
         for clip, length in enumerate(outputs.clip_lengths[b, :num_clips].tolist()):
             embeddings = outputs.mask_embeddings[b, clip, selected.queries].float()  # [k, D]
-            masks.append(renderer.add_clip(embeddings, features[start : start + length]))
+            renderer.add_clip(embeddings, features[start : start + length], out=masks[:, start : start + length])
             start += length
         scores = renderer.rescored(selected.scores)
         order = score_order(scores, threshold)
         result = {
             "scores": scores[order].cpu(),
             "labels": selected.labels[order].cpu(),
-            "masks": torch.cat(masks, dim=1)[order].cpu(),  # [k, T, out_h, out_w]
+            "masks": masks[order].cpu(),  # [k, T, out_h, out_w]
             "queries": selected.queries[order].cpu(),
         }
         if return_rle:
