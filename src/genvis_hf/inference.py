@@ -1,7 +1,7 @@
 """Streaming video instance segmentation: any video length in bounded memory, with results identical to
 `model(**processor(videos=[video]))` followed by `post_process_video_instance_segmentation`.
 
-    frames (decoded one at a time) ─► clip of W frames ─► processor ─► model(clip, clip_memory)
+    frames (decoded one at a time) ─► chunk of whole clips of W frames ─► processor ─► model(chunk, clip_memory)
         ├─ per clip, kept in memory: class logits [cQ, K+1], mask embeddings [cQ, D]   (tiny)
         └─ per frame, spilled to a temporary file: mask features [D, H/4, W/4]          (the bulk)
     end of video ─► top-k over all clips ─► masks re-rendered clip by clip from the spill file,
@@ -150,7 +150,10 @@ def segment_video(
         bar = tqdm(total=reader.num_frames_hint, desc=f"segmenting {reader.name}", unit="frame", disable=not progress)
         buffer: list[np.ndarray] = []
 
-        def run_clip(frames: list[np.ndarray]) -> None:
+        # Whole clips per model call, cut where the in-memory forward cuts its backbone batches: same arithmetic.
+        chunk_length = model.base_model.inference_chunk_length(clip_length)
+
+        def run_chunk(frames: list[np.ndarray]) -> None:
             nonlocal memory, image_size, padded_size
             inputs = processor(videos=[np.stack(frames)], return_tensors="pt")
             pixel_values = inputs["pixel_values"].to(device, next(model.parameters()).dtype)
@@ -159,20 +162,21 @@ def segment_video(
             memory = outputs.clip_memory
             image_size = tuple(outputs.image_sizes[0].tolist())
             padded_size = tuple(outputs.padded_image_sizes[0].tolist())
-            class_logits.append(outputs.class_queries_logits[0, 0].float().cpu())  # [cQ, K+1]
-            mask_embeddings.append(outputs.mask_embeddings[0, 0].float().cpu())  # [cQ, D]
-            clip_lengths.append(len(frames))
+            for clip in range(int(outputs.num_clips[0])):
+                class_logits.append(outputs.class_queries_logits[0, clip].float().cpu())  # [cQ, K+1]
+                mask_embeddings.append(outputs.mask_embeddings[0, clip].float().cpu())  # [cQ, D]
+                clip_lengths.append(int(outputs.clip_lengths[0, clip]))
             spill.append(outputs.mask_features[0, :, :, : padded_size[0] // 4, : padded_size[1] // 4])
             bar.update(len(frames))
 
         for frame in reader:
             source_size = source_size or frame.shape[:2]
             buffer.append(frame)
-            if len(buffer) == clip_length:
-                run_clip(buffer)
+            if len(buffer) == chunk_length:
+                run_chunk(buffer)
                 buffer = []
         if buffer:
-            run_clip(buffer)
+            run_chunk(buffer)
         bar.close()
 
         target_size = tuple(target_size) if target_size is not None else tuple(source_size)

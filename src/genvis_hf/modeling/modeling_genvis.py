@@ -265,6 +265,9 @@ class GenVISModel(GenVISPreTrainedModel):
     `GenVISVideoProcessor.post_process_video_instance_segmentation` works on them directly.
     """
 
+    # Inference: frames per backbone call when clips are shorter (whole clips; see `forward_video_group`).
+    backbone_frames_per_call = 4
+
     def __init__(self, config: GenVISConfig):
         super().__init__(config)
         self.backbone = build_backbone(config)
@@ -335,15 +338,16 @@ class GenVISModel(GenVISPreTrainedModel):
 
     # ------------------------------------------------------------------ one clip
     def forward_frames(self, images: torch.Tensor, output_hidden_states: bool = False,
-                       output_loss_inputs: bool = False) -> FrameStagesOutput:  # fmt: skip
+                       output_loss_inputs: bool = False,
+                       backbone_features: list[torch.Tensor] | None = None) -> FrameStagesOutput:  # fmt: skip
         """The per-frame stages on a batch of frames `[N, 3, H, W]`: backbone -> pixel decoder -> frame decoder,
         and the object decoder's mask projection of the stride-4 map. Every frame is independent of the others.
 
-        The backbone always runs on the whole batch, as the original: its deep maps reach magnitudes where a
-        different convolution blocking (oneDNN picks by batch size) is visible at the 1e-4 parity tolerance. On
-        CPUs at inference the later stages then run one frame at a time, which keeps a frame's activations in
-        cache (~20% faster per frame) and changes them only by float rounding."""
-        backbone_features = self.backbone(images)  # 4 x [N, C_i, H_i, W_i]
+        `backbone_features` (res2..res5 of these N frames) skips the backbone: at inference the clip loop runs
+        it on several clips at once. On CPUs at inference the later stages run one frame at a time, which keeps
+        a frame's activations in cache (~20% faster per frame) and changes them only by float rounding."""
+        if backbone_features is None:
+            backbone_features = self.backbone(images)  # 4 x [N, C_i, H_i, W_i]
         if images.device.type == "cpu" and not output_loss_inputs and images.shape[0] > 1:
             parts = [self._decode_frames([f[i : i + 1] for f in backbone_features], output_hidden_states, False)
                      for i in range(images.shape[0])]  # fmt: skip
@@ -381,7 +385,8 @@ class GenVISModel(GenVISPreTrainedModel):
         )
 
     def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False,
-                     output_loss_inputs: bool = False) -> ClipOutput:  # fmt: skip
+                     output_loss_inputs: bool = False,
+                     backbone_features: list[torch.Tensor] | None = None) -> ClipOutput:  # fmt: skip
         """Run one clip of a group of G videos of identical size.
 
         Args:
@@ -391,9 +396,12 @@ class GenVISModel(GenVISPreTrainedModel):
             output_loss_inputs: training: keep every frame-decoder head's class and mask logits, and feed the
                 object decoder the queries of the last L = `config.frame_queries_last_layers` heads as L * G
                 sequences (index l * G + g), as the original trains it.
+            backbone_features: res2..res5 of the clip's frames, `[G * Tc, C_i, H_i, W_i]` (video-major), when
+                already computed.
         """
         group, clip_frames = frames.shape[:2]
-        stages = self.forward_frames(frames.flatten(0, 1), output_hidden_states, output_loss_inputs)
+        stages = self.forward_frames(frames.flatten(0, 1), output_hidden_states, output_loss_inputs,
+                                     backbone_features)  # fmt: skip
 
         def per_video(x: torch.Tensor) -> torch.Tensor:
             return x.unflatten(0, (group, clip_frames))
@@ -432,14 +440,40 @@ class GenVISModel(GenVISPreTrainedModel):
         `config.clip_length`."""
         memory = clip_memory if clip_memory is not None else ClipMemory()
         clip_length = clip_length or self.config.clip_length
+        chunk_length = clip_length
+        if not output_loss_inputs and not torch.is_grad_enabled():
+            chunk_length = self.inference_chunk_length(clip_length)
         outputs = []
-        for start in range(0, pixel_values.shape[1], clip_length):
-            clip = self.forward_clip(
-                pixel_values[:, start : start + clip_length], memory, output_hidden_states, output_loss_inputs
-            )
-            memory = clip.object_output.memory
-            outputs.append(clip)
+        for chunk_start in range(0, pixel_values.shape[1], chunk_length):
+            chunk = pixel_values[:, chunk_start : chunk_start + chunk_length]  # [G, Tk, 3, H, W]
+            group, chunk_frames = chunk.shape[:2]
+            chunk_features = None
+            if chunk_length > clip_length:  # 4 x [G * Tk, C_i, H_i, W_i], video-major
+                chunk_features = self.backbone(chunk.flatten(0, 1))
+            for start in range(0, chunk_frames, clip_length):
+                clip_features = None
+                if chunk_features is not None:  # this clip's frames, [G * Tc, C_i, H_i, W_i]
+                    # Indexed on the flat frame dim (a plain slice for one video): a view through unflatten
+                    # would carry an odd batch stride, on which oneDNN's convolutions run ~20% slower.
+                    rows = [g * chunk_frames + t for g in range(group)
+                            for t in range(start, min(start + clip_length, chunk_frames))]  # fmt: skip
+                    clip_features = [
+                        f[rows[0] : rows[-1] + 1] if group == 1 else f[rows] for f in chunk_features
+                    ]
+                clip = self.forward_clip(
+                    chunk[:, start : start + clip_length], memory, output_hidden_states, output_loss_inputs,
+                    clip_features,
+                )  # fmt: skip
+                memory = clip.object_output.memory
+                outputs.append(clip)
         return outputs, memory
+
+    def inference_chunk_length(self, clip_length: int) -> int:
+        """Frames per backbone call at inference: whole clips, at least `backbone_frames_per_call` frames (the
+        backbone is independent per frame, and on CPUs its convolutions run faster per frame on a few frames
+        than on one). A caller that feeds a video in pieces (`genvis_hf.inference`) cuts it at multiples of this
+        length, so that its results equal one call on the whole video bit for bit."""
+        return clip_length * max(1, self.backbone_frames_per_call // clip_length)
 
     # ------------------------------------------------------------------ batch of videos
     def _video_extents(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None):
