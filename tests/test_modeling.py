@@ -154,6 +154,32 @@ def test_linear_routes_equal_f_linear(monkeypatch, conv_route, shape):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-2)
 
 
+@pytest.mark.parametrize("post_op", ["relu", "residual"])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("shape", [(1, 3570, 256, 1024), (2, 100, 256, 2048)])
+def test_linear_post_ops_equal_the_separate_ops(monkeypatch, post_op, fused, shape):
+    """`linear(..., relu=True)` and `linear(..., residual=r)` at inference (oneDNN post-ops when available and the
+    product is large) equal F.linear followed by the ReLU / the add; with autograd on they stay differentiable."""
+    from genvis_hf.modeling import layers
+
+    monkeypatch.setattr(layers, "onednn_fused_conv_available", lambda: fused)
+    batch, rows, c_in, c_out = shape
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, rows, c_in, generator=generator)
+    weight = torch.randn(c_out, c_in, generator=generator) * 0.1
+    bias = torch.randn(c_out, generator=generator)
+    residual = torch.randn(batch, rows, c_out, generator=generator)
+    kwargs = {"relu": True} if post_op == "relu" else {"residual": residual}
+    expected = torch.nn.functional.linear(x, weight, bias)
+    expected = expected.relu() if post_op == "relu" else residual + expected
+    with torch.no_grad():
+        torch.testing.assert_close(layers.linear(x, weight, bias, **kwargs), expected, rtol=1e-5, atol=1e-4)
+    x.requires_grad_(True)
+    out = layers.linear(x, weight, bias, **kwargs)
+    assert out.requires_grad
+    torch.testing.assert_close(out.detach(), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_conv_linear_override(monkeypatch):
     from genvis_hf.modeling import layers
 
@@ -192,7 +218,7 @@ def _assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor) -> None
 def test_fused_inference_backbone_equals_the_unfused_graph(depth):
     from genvis_hf.modeling import backbone_resnet
 
-    assert backbone_resnet._onednn_fused_conv_available(), "this torch build has no oneDNN fused convolution"
+    assert backbone_resnet.onednn_fused_conv_available(), "this torch build has no oneDNN fused convolution"
     backbone = _backbone_with_random_statistics(depth)
     images = torch.randn(2, 3, 64, 96)
     with torch.no_grad():

@@ -10,14 +10,11 @@ equal to the unfused graph up to float rounding (~1e-6 relative). `GENVIS_HF_FUS
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DerivedTensorCache, FrozenBatchNorm2d
+from .layers import DerivedTensorCache, FrozenBatchNorm2d, onednn_fused_conv_available
 
 _BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -30,20 +27,13 @@ def group_norm_groups(channels: int) -> int:
     return 32 if channels >= 128 and channels % 32 == 0 else max(1, channels // 4)
 
 
-@functools.cache
-def _onednn_fused_conv_available() -> bool:
-    if os.environ.get("GENVIS_HF_FUSED_CONV", "1") in ("0", "false", "False"):
-        return False
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
 def use_fused_inference(x: torch.Tensor) -> bool:
     """Whether the backbone runs its fused oneDNN inference path on `x` (see the module docstring)."""
     return (
         not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
-        and _onednn_fused_conv_available()
+        and onednn_fused_conv_available()
     )
 
 

@@ -55,9 +55,12 @@ class DeformableEncoderLayer(nn.Module):
             spatial_shapes_list, level_start_index,
         )  # fmt: skip
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
-        ffn = F.relu(linear(hidden_states, self.fc1.weight, self.fc1.bias), inplace=True)
-        ffn = linear(self.dropout(ffn), self.fc2.weight, self.fc2.bias)
-        return self.final_layer_norm(hidden_states + self.dropout(ffn))
+        if self.training and self.dropout.p > 0:
+            ffn = self.dropout(F.relu(linear(hidden_states, self.fc1.weight, self.fc1.bias), inplace=True))
+            return self.final_layer_norm(hidden_states + self.dropout(linear(ffn, self.fc2.weight, self.fc2.bias)))
+        # without dropout the ReLU and the residual add can be the products' post-ops (see `linear`)
+        ffn = linear(hidden_states, self.fc1.weight, self.fc1.bias, relu=True)
+        return self.final_layer_norm(linear(ffn, self.fc2.weight, self.fc2.bias, residual=hidden_states))
 
 
 def encoder_reference_points(spatial_shapes_list: list[tuple[int, int]], batch_size: int,
