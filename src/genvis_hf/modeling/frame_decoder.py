@@ -29,6 +29,12 @@ class FrameDecoderOutput:
     mask_logits: list[torch.Tensor] | None = None
 
 
+def _attend_where_not_blocked(blocked: torch.Tensor) -> torch.Tensor:
+    """`[N, fQ, HW]` bool, True where a query's previous mask is background -> True where it may attend; a query
+    whose mask is empty attends everywhere (as the original; element-wise, no boolean indexing)."""
+    return blocked.logical_not().logical_or_(blocked.all(-1, keepdim=True))
+
+
 class FrameDecoderLayer(nn.Module):
     """Masked cross-attention -> self-attention -> FFN."""
 
@@ -88,9 +94,7 @@ class GenVISFrameDecoder(nn.Module):
         masks, at a fraction of the cost.
         """
         logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, level_mask_features)
-        blocked = logits.sigmoid().flatten(2) < 0.5  # [N, fQ, h*w]
-        blocked[blocked.all(-1)] = False  # a query with an empty mask attends everywhere
-        return (~blocked).unsqueeze(1).detach()
+        return _attend_where_not_blocked(logits.sigmoid().flatten(2) < 0.5).unsqueeze(1).detach()
 
     def _project_memories(self, memories: list[torch.Tensor], memory_positions: list[torch.Tensor]):
         """Every layer's key and value projections of its level's memory, `[N, HW, C]` each, computed per level in
@@ -165,9 +169,7 @@ class GenVISFrameDecoder(nn.Module):
                 if output_predictions:
                     mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
                     resized = F.interpolate(mask_logits, size=next_size, mode="bilinear", align_corners=False)
-                    blocked = resized.sigmoid().flatten(2) < 0.5
-                    blocked[blocked.all(-1)] = False
-                    attention_mask = (~blocked).unsqueeze(1).detach()
+                    attention_mask = _attend_where_not_blocked(resized.sigmoid().flatten(2) < 0.5).unsqueeze(1).detach()
                 else:
                     attention_mask = self._attention_mask(mask_embeddings, level_mask_features[head % self.num_levels])
             if keep:
