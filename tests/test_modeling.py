@@ -275,16 +275,19 @@ def test_frame_decoder_without_mask_features_says_what_it_needs():
         decoder(levels, None, output_predictions=True)
 
 
-def test_inference_runs_the_backbone_on_whole_clips_of_at_least_four_frames():
+def test_inference_runs_the_per_frame_stages_on_whole_clips_of_at_least_four_frames():
     def backbone_batches(clip_length: int, grad: bool, videos: int = 1) -> list[int]:
         model = tiny_model(clip_length=clip_length)
-        sizes = []
-        handle = model.backbone.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
+        sizes, frame_decoder_sizes = [], []
+        model.backbone.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
+        model.frame_decoder.register_forward_hook(
+            lambda module, args, output: frame_decoder_sizes.append(args[0][0].shape[0])
+        )
         inputs = GenVISVideoProcessor()(videos=[_video(7, 64, 64, seed=s) for s in range(videos)], do_resize=False,
                                         return_tensors="pt")  # fmt: skip
         with torch.set_grad_enabled(grad):
             model(**inputs)
-        handle.remove()
+        assert frame_decoder_sizes == sizes  # the frame decoder runs on the same batches as the backbone
         return sizes
 
     assert backbone_batches(1, grad=False) == [4, 3]
@@ -295,14 +298,14 @@ def test_inference_runs_the_backbone_on_whole_clips_of_at_least_four_frames():
 
 
 @pytest.mark.parametrize("clip_length", [1, 2])
-def test_chunked_backbone_equals_clip_by_clip_inference(clip_length):
-    """Each clip's frames are picked out of the chunk's backbone output correctly (several videos included):
-    the same outputs as running the backbone per clip, up to the convolutions' batch-size rounding."""
+def test_chunked_per_frame_stages_equal_clip_by_clip_inference(clip_length):
+    """Each clip's frames are picked out of the chunk's per-frame outputs correctly (several videos included):
+    the same outputs as running those stages per clip, up to the products' batch-size rounding."""
     model = tiny_model(clip_length=clip_length)
     processor = GenVISVideoProcessor()
     videos = [_video(7, 64, 96, seed=1), _video(7, 64, 96, seed=2)]
     chunked = _run(model, processor, videos)
-    model.backbone_frames_per_call = 1
+    model.frames_per_call = 1
     per_clip = _run(model, processor, videos)
     for key in ("class_queries_logits", "mask_embeddings", "mask_features", "frame_queries"):
         torch.testing.assert_close(getattr(chunked, key), getattr(per_clip, key), rtol=0, atol=1e-5, msg=key)

@@ -30,7 +30,7 @@ from .deformable_attention import MultiScaleDeformableAttention, resolve_backend
 from .frame_decoder import GenVISFrameDecoder
 from .layers import FrozenBatchNorm2d, GenVISAttention
 from .object_decoder import ClipMemory, GenVISObjectDecoder, ObjectDecoderOutput
-from .pixel_decoder import GenVISPixelDecoder
+from .pixel_decoder import GenVISPixelDecoder, PixelDecoderOutput
 
 
 @dataclass
@@ -118,17 +118,46 @@ class FrameStagesOutput:
     class_logits: list[torch.Tensor] | None = None  # training: per head [N, fQ, K+1]
     mask_logits: list[torch.Tensor] | None = None  # training: per head [N, fQ, H/4, W/4]
 
-    @staticmethod
-    def concatenate(parts: list[FrameStagesOutput]) -> FrameStagesOutput:
-        """Join the outputs of consecutive frame batches (inference outputs only)."""
+    def select(self, frames: slice | list[int]) -> FrameStagesOutput:
+        """The outputs of some of the N frames (a slice keeps views)."""
 
-        def join(tensors: list[list[torch.Tensor]] | None) -> list[torch.Tensor] | None:
-            return None if tensors[0] is None else [torch.cat(level) for level in zip(*tensors)]
+        def pick(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+            return None if tensors is None else [t[frames] for t in tensors]
 
         return FrameStagesOutput(
-            frame_queries=torch.cat([p.frame_queries for p in parts], dim=1),
-            mask_features=torch.cat([p.mask_features for p in parts]),
-            pixel_decoder_features=join([p.pixel_decoder_features for p in parts]),
+            frame_queries=self.frame_queries[:, frames],
+            mask_features=self.mask_features[frames],
+            backbone_features=pick(self.backbone_features),
+            pixel_decoder_features=pick(self.pixel_decoder_features),
+            class_logits=pick(self.class_logits),
+            mask_logits=pick(self.mask_logits),
+        )
+
+
+@dataclass
+class _PixelStage:
+    """The pixel decoder's outputs for a batch of frames, plus what the later stages derive from them (internal)."""
+
+    pixels: PixelDecoderOutput
+    level_mask_features: list[torch.Tensor] | None  # frame mask features at the 3 levels' sizes (inference)
+    genvis_mask_features: torch.Tensor  # [N, mask_dim, H/4, W/4]
+
+    @staticmethod
+    def concatenate(parts: list[_PixelStage]) -> _PixelStage:
+        def join(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+            return None if tensors[0] is None else torch.cat(tensors)
+
+        def join_levels(levels: list[list[torch.Tensor] | None]) -> list[torch.Tensor] | None:
+            return None if levels[0] is None else [torch.cat(level) for level in zip(*levels)]
+
+        return _PixelStage(
+            pixels=PixelDecoderOutput(
+                multi_scale_features=join_levels([p.pixels.multi_scale_features for p in parts]),
+                stride4_features=join([p.pixels.stride4_features for p in parts]),
+                mask_features=join([p.pixels.mask_features for p in parts]),
+            ),
+            level_mask_features=join_levels([p.level_mask_features for p in parts]),
+            genvis_mask_features=join([p.genvis_mask_features for p in parts]),
         )
 
 
@@ -265,8 +294,9 @@ class GenVISModel(GenVISPreTrainedModel):
     `GenVISVideoProcessor.post_process_video_instance_segmentation` works on them directly.
     """
 
-    # Inference: frames per backbone call when clips are shorter (whole clips; see `forward_video_group`).
-    backbone_frames_per_call = 4
+    # Inference: frames per call of the per-frame stages when clips are shorter (whole clips; see
+    # `forward_video_group`).
+    frames_per_call = 4
 
     def __init__(self, config: GenVISConfig):
         super().__init__(config)
@@ -338,43 +368,35 @@ class GenVISModel(GenVISPreTrainedModel):
 
     # ------------------------------------------------------------------ one clip
     def forward_frames(self, images: torch.Tensor, output_hidden_states: bool = False,
-                       output_loss_inputs: bool = False,
-                       backbone_features: list[torch.Tensor] | None = None) -> FrameStagesOutput:  # fmt: skip
+                       output_loss_inputs: bool = False) -> FrameStagesOutput:  # fmt: skip
         """The per-frame stages on a batch of frames `[N, 3, H, W]`: backbone -> pixel decoder -> frame decoder,
         and the object decoder's mask projection of the stride-4 map. Every frame is independent of the others.
 
-        `backbone_features` (res2..res5 of these N frames) skips the backbone: at inference the clip loop runs
-        it on several clips at once. On CPUs at inference the later stages run one frame at a time, which keeps
-        a frame's activations in cache (~20% faster per frame) and changes them only by float rounding."""
-        if backbone_features is None:
-            backbone_features = self.backbone(images)  # 4 x [N, C_i, H_i, W_i]
-        if images.device.type == "cpu" and not output_loss_inputs and images.shape[0] > 1:
-            parts = [self._decode_frames([f[i : i + 1] for f in backbone_features], output_hidden_states, False)
-                     for i in range(images.shape[0])]  # fmt: skip
-            stages = FrameStagesOutput.concatenate(parts)
-        else:
-            stages = self._decode_frames(backbone_features, output_hidden_states, output_loss_inputs)
-        stages.backbone_features = backbone_features if output_hidden_states else None
-        return stages
-
-    def _decode_frames(self, backbone_features: list[torch.Tensor], output_hidden_states: bool,
-                       output_loss_inputs: bool) -> FrameStagesOutput:  # fmt: skip
+        On CPUs at inference the pixel decoder runs one frame at a time, which keeps a frame's activations in
+        cache (~20% faster per frame), while the backbone and the frame decoder (100-query products, which run
+        ~20% faster per frame on 4 frames than on 1) run on the whole batch. The batching changes results only
+        by float rounding."""
+        backbone_features = self.backbone(images)  # 4 x [N, C_i, H_i, W_i]
         # Full-resolution frame mask features are needed for training losses and hidden states only; inference
         # needs them at the levels' sizes, where they are cheaper to compute (`level_mask_features`).
         full_mask_features = output_loss_inputs or output_hidden_states
-        pixels = self.pixel_decoder(backbone_features, output_mask_features=full_mask_features)
-        level_mask_features = None
-        if not full_mask_features:
-            sizes = [tuple(x.shape[-2:]) for x in pixels.multi_scale_features]
-            level_mask_features = self.pixel_decoder.level_mask_features(pixels.stride4_features, sizes)
+        if images.device.type == "cpu" and not output_loss_inputs and images.shape[0] > 1:
+            pixel_stage = _PixelStage.concatenate([
+                self._pixel_stage([f[i : i + 1] for f in backbone_features], full_mask_features)
+                for i in range(images.shape[0])
+            ])  # fmt: skip
+        else:
+            pixel_stage = self._pixel_stage(backbone_features, full_mask_features)
+        pixels = pixel_stage.pixels
         frame_output = self.frame_decoder(
             pixels.multi_scale_features, pixels.mask_features,
             output_all_heads=output_loss_inputs, output_predictions=output_loss_inputs,
-            level_mask_features=level_mask_features,
+            level_mask_features=pixel_stage.level_mask_features,
         )  # fmt: skip
         return FrameStagesOutput(
             frame_queries=frame_output.frame_queries,
-            mask_features=self.object_decoder.project_mask_features(pixels.stride4_features),
+            mask_features=pixel_stage.genvis_mask_features,
+            backbone_features=backbone_features if output_hidden_states else None,
             pixel_decoder_features=(
                 [*pixels.multi_scale_features, pixels.stride4_features, pixels.mask_features]
                 if output_hidden_states
@@ -384,9 +406,16 @@ class GenVISModel(GenVISPreTrainedModel):
             mask_logits=frame_output.mask_logits,
         )
 
+    def _pixel_stage(self, backbone_features: list[torch.Tensor], full_mask_features: bool) -> _PixelStage:
+        pixels = self.pixel_decoder(backbone_features, output_mask_features=full_mask_features)
+        level_mask_features = None
+        if not full_mask_features:
+            sizes = [tuple(x.shape[-2:]) for x in pixels.multi_scale_features]
+            level_mask_features = self.pixel_decoder.level_mask_features(pixels.stride4_features, sizes)
+        return _PixelStage(pixels, level_mask_features, self.object_decoder.project_mask_features(pixels.stride4_features))
+
     def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False,
-                     output_loss_inputs: bool = False,
-                     backbone_features: list[torch.Tensor] | None = None) -> ClipOutput:  # fmt: skip
+                     output_loss_inputs: bool = False, stages: FrameStagesOutput | None = None) -> ClipOutput:  # fmt: skip
         """Run one clip of a group of G videos of identical size.
 
         Args:
@@ -396,12 +425,12 @@ class GenVISModel(GenVISPreTrainedModel):
             output_loss_inputs: training: keep every frame-decoder head's class and mask logits, and feed the
                 object decoder the queries of the last L = `config.frame_queries_last_layers` heads as L * G
                 sequences (index l * G + g), as the original trains it.
-            backbone_features: res2..res5 of the clip's frames, `[G * Tc, C_i, H_i, W_i]` (video-major), when
-                already computed.
+            stages: the per-frame stages' outputs for the clip's G * Tc frames (video-major), when the clip loop
+                computed them for several clips at once.
         """
         group, clip_frames = frames.shape[:2]
-        stages = self.forward_frames(frames.flatten(0, 1), output_hidden_states, output_loss_inputs,
-                                     backbone_features)  # fmt: skip
+        if stages is None:
+            stages = self.forward_frames(frames.flatten(0, 1), output_hidden_states, output_loss_inputs)
 
         def per_video(x: torch.Tensor) -> torch.Tensor:
             return x.unflatten(0, (group, clip_frames))
@@ -447,33 +476,31 @@ class GenVISModel(GenVISPreTrainedModel):
         for chunk_start in range(0, pixel_values.shape[1], chunk_length):
             chunk = pixel_values[:, chunk_start : chunk_start + chunk_length]  # [G, Tk, 3, H, W]
             group, chunk_frames = chunk.shape[:2]
-            chunk_features = None
-            if chunk_length > clip_length:  # 4 x [G * Tk, C_i, H_i, W_i], video-major
-                chunk_features = self.backbone(chunk.flatten(0, 1))
+            chunk_stages = None
+            if chunk_length > clip_length:  # the per-frame stages of G * Tk frames, video-major
+                chunk_stages = self.forward_frames(chunk.flatten(0, 1), output_hidden_states)
             for start in range(0, chunk_frames, clip_length):
-                clip_features = None
-                if chunk_features is not None:  # this clip's frames, [G * Tc, C_i, H_i, W_i]
-                    # Indexed on the flat frame dim (a plain slice for one video): a view through unflatten
-                    # would carry an odd batch stride, on which oneDNN's convolutions run ~20% slower.
+                clip_stages = None
+                if chunk_stages is not None:  # this clip's G * Tc frames
+                    # A slice of the flat frame dim for one video: a view through unflatten would carry an odd
+                    # batch stride, on which the pixel decoder's oneDNN convolutions ran ~20% slower.
                     rows = [g * chunk_frames + t for g in range(group)
                             for t in range(start, min(start + clip_length, chunk_frames))]  # fmt: skip
-                    clip_features = [
-                        f[rows[0] : rows[-1] + 1] if group == 1 else f[rows] for f in chunk_features
-                    ]
+                    clip_stages = chunk_stages.select(slice(rows[0], rows[-1] + 1) if group == 1 else rows)
                 clip = self.forward_clip(
                     chunk[:, start : start + clip_length], memory, output_hidden_states, output_loss_inputs,
-                    clip_features,
+                    clip_stages,
                 )  # fmt: skip
                 memory = clip.object_output.memory
                 outputs.append(clip)
         return outputs, memory
 
     def inference_chunk_length(self, clip_length: int) -> int:
-        """Frames per backbone call at inference: whole clips, at least `backbone_frames_per_call` frames (the
-        backbone is independent per frame, and on CPUs its convolutions run faster per frame on a few frames
-        than on one). A caller that feeds a video in pieces (`genvis_hf.inference`) cuts it at multiples of this
+        """Frames per call of the per-frame stages at inference: whole clips, at least `frames_per_call` frames
+        (those stages are independent per frame, and on CPUs the backbone's convolutions and the frame decoder's
+        products run faster per frame on a few frames than on one). A caller that feeds a video in pieces (`genvis_hf.inference`) cuts it at multiples of this
         length, so that its results equal one call on the whole video bit for bit."""
-        return clip_length * max(1, self.backbone_frames_per_call // clip_length)
+        return clip_length * max(1, self.frames_per_call // clip_length)
 
     # ------------------------------------------------------------------ batch of videos
     def _video_extents(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None):
