@@ -59,7 +59,7 @@ def build_model(config_name: str):
     return GenVISForVideoInstanceSegmentation(config).eval()
 
 
-def child(video: str, config_name: str, in_memory: bool) -> None:
+def child(video: str, config_name: str, in_memory: bool, frames_per_call: int) -> None:
     import torch
 
     torch.set_num_threads(2)
@@ -68,6 +68,8 @@ def child(video: str, config_name: str, in_memory: bool) -> None:
     from genvis_hf.processing.video_io import read_video
 
     model = build_model(config_name)
+    if frames_per_call:
+        model.base_model.frames_per_call = frames_per_call
     processor = GenVISVideoProcessor.from_model_config(model.config)
     if in_memory:
         frames = read_video(video)
@@ -88,10 +90,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--config", choices=["tiny", "r50"], default="tiny")
     parser.add_argument("--in-memory", action="store_true", help="measure the non-streaming path instead")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--frames-per-call", type=int, default=0,
+                        help="GenVISModel.frames_per_call (frames per call of the per-frame stages; default: the model's)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.child[2] == "1")
+        child(args.child[0], args.child[1], args.child[2] == "1", int(args.child[3]))
         return
 
     results = {}
@@ -100,7 +104,8 @@ def main() -> None:
             video = Path(scratch) / f"synthetic_{frames}.mp4"
             synthetic_video(video, frames, args.height, args.width)
             completed = subprocess.run(
-                [sys.executable, __file__, "--child", str(video), args.config, "1" if args.in_memory else "0"],
+                [sys.executable, __file__, "--child", str(video), args.config, "1" if args.in_memory else "0",
+                 str(args.frames_per_call)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             results[frames] = json.loads(completed.stdout.strip().splitlines()[-1])["peak_rss_mb"]
@@ -108,6 +113,7 @@ def main() -> None:
     base = results[args.frames[0]]
     summary = {
         "config": args.config, "mode": "in-memory" if args.in_memory else "streaming",
+        "frames_per_call": args.frames_per_call or "model default",
         "size": [args.height, args.width], "peak_rss_mb": results,
         "ratio_to_shortest": {n: round(v / base, 3) for n, v in results.items()},
     }  # fmt: skip
