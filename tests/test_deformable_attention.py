@@ -201,6 +201,22 @@ def test_jit_inference_from_projections_matches_the_torch_layer(case):
     torch.testing.assert_close(actual, expected, rtol=0, atol=ATOL)
 
 
+@pytest.mark.parametrize("backend", ["torch", "jit"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_layer_residual_is_added_to_the_output(backend, grad):
+    require_backend(backend, "cpu")
+    torch.manual_seed(3)
+    layer = MultiScaleDeformableAttention(32, 2, 2, 2, backend=backend).eval()
+    shapes_list = [(48, 60), (24, 30)]  # 3600 tokens: large enough for the fused output projection (layers.linear)
+    states, reference = torch.randn(1, 3600, 32), torch.rand(1, 3600, 2, 2)
+    residual = torch.randn(1, 3600, 32)
+    args = (states, reference, states, torch.tensor(shapes_list), shapes_list, torch.tensor([0, 2880]))
+    with torch.set_grad_enabled(grad):
+        expected = residual + layer(*args)
+        actual = layer(*args, residual=residual)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=ATOL)
+
+
 def test_fused_projection_weights_follow_parameter_updates():
     require_backend("jit", "cpu")
     layer = MultiScaleDeformableAttention(16, 2, 2, 2, backend="jit").eval()

@@ -50,15 +50,18 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, hidden_states, position_embeddings, reference_points, spatial_shapes, spatial_shapes_list,
                 level_start_index):  # fmt: skip
         """hidden_states, position_embeddings `[N, S, C]`; reference_points `[N, S, L, 2]` -> `[N, S, C]`."""
-        attended = self.self_attn(
-            hidden_states + position_embeddings, reference_points, hidden_states, spatial_shapes,
-            spatial_shapes_list, level_start_index,
-        )  # fmt: skip
-        hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
+        queries = hidden_states + position_embeddings
         if self.training and self.dropout.p > 0:
+            attended = self.self_attn(queries, reference_points, hidden_states, spatial_shapes, spatial_shapes_list,
+                                      level_start_index)  # fmt: skip
+            hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
             ffn = self.dropout(F.relu(linear(hidden_states, self.fc1.weight, self.fc1.bias), inplace=True))
             return self.final_layer_norm(hidden_states + self.dropout(linear(ffn, self.fc2.weight, self.fc2.bias)))
-        # without dropout the ReLU and the residual add can be the products' post-ops (see `linear`)
+        # Without dropout the residual adds and the ReLU can be post-ops of the products (see `layers.linear`).
+        hidden_states = self.self_attn_layer_norm(
+            self.self_attn(queries, reference_points, hidden_states, spatial_shapes, spatial_shapes_list,
+                           level_start_index, residual=hidden_states)
+        )  # fmt: skip
         ffn = linear(hidden_states, self.fc1.weight, self.fc1.bias, relu=True)
         return self.final_layer_norm(linear(ffn, self.fc2.weight, self.fc2.bias, residual=hidden_states))
 

@@ -65,6 +65,7 @@ class MultiScaleDeformableAttention(nn.Module):
         spatial_shapes: torch.Tensor,
         spatial_shapes_list: list[tuple[int, int]],
         level_start_index: torch.Tensor,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -72,6 +73,8 @@ class MultiScaleDeformableAttention(nn.Module):
             reference_points: `[N, Lq, L, 2]`, normalised (x, y).
             value_states: `[N, S, C]`, the flattened multi-scale maps.
             spatial_shapes / spatial_shapes_list / level_start_index: see `multi_scale_deformable_attention`.
+            residual: `[N, Lq, C]` added to the output (the caller's residual connection, fused into the output
+                projection at inference; see `layers.linear`).
 
         Returns:
             `[N, Lq, C]`.
@@ -85,7 +88,7 @@ class MultiScaleDeformableAttention(nn.Module):
         if kernel is not None:
             output = self._forward_fused(kernel, hidden_states, reference_points, value, spatial_shapes,
                                          level_start_index)  # fmt: skip
-            return linear(output, self.output_proj.weight, self.output_proj.bias)
+            return linear(output, self.output_proj.weight, self.output_proj.bias, residual=residual)
         offsets = linear(hidden_states, self.sampling_offsets.weight, self.sampling_offsets.bias)
         offsets = offsets.view(batch, num_queries, h, L, P, 2)
         weights = linear(hidden_states, self.attention_weights.weight, self.attention_weights.bias)
@@ -102,4 +105,4 @@ class MultiScaleDeformableAttention(nn.Module):
             value.float(), spatial_shapes, spatial_shapes_list, level_start_index, locations.float(), weights.float(),
             self.backend,
         ).to(value.dtype)
-        return linear(output, self.output_proj.weight, self.output_proj.bias)
+        return linear(output, self.output_proj.weight, self.output_proj.bias, residual=residual)
