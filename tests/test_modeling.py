@@ -292,7 +292,7 @@ def test_inference_runs_the_per_frame_stages_on_whole_clips_of_at_least_four_fra
 
     assert backbone_batches(1, grad=False) == [4, 3]
     assert backbone_batches(2, grad=False) == [4, 3]
-    assert backbone_batches(3, grad=False) == [3, 3, 1]
+    assert backbone_batches(3, grad=False) == [6, 1]  # the fewest whole clips of 3 that make >= 4 frames
     assert backbone_batches(1, grad=False, videos=2) == [8, 6]  # a group of 2 videos: 4 (then 3) frames each
     assert backbone_batches(1, grad=True) == [1] * 7  # training keeps one clip per call
 

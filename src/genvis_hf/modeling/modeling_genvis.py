@@ -496,11 +496,12 @@ class GenVISModel(GenVISPreTrainedModel):
         return outputs, memory
 
     def inference_chunk_length(self, clip_length: int) -> int:
-        """Frames per call of the per-frame stages at inference: whole clips, at least `frames_per_call` frames
+        """Frames per call of the per-frame stages at inference: the fewest whole clips that make at least
+        `frames_per_call` frames (online 4 clips of 1, semi-online 2 clips of 3)
         (those stages are independent per frame, and on CPUs the backbone's convolutions and the frame decoder's
         products run faster per frame on a few frames than on one). A caller that feeds a video in pieces (`genvis_hf.inference`) cuts it at multiples of this
         length, so that its results equal one call on the whole video bit for bit."""
-        return clip_length * max(1, self.frames_per_call // clip_length)
+        return clip_length * max(1, math.ceil(self.frames_per_call / clip_length))
 
     # ------------------------------------------------------------------ batch of videos
     def _video_extents(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None):
