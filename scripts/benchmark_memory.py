@@ -91,7 +91,8 @@ def main() -> None:
     parser.add_argument("--config", choices=["tiny", "r50"], default="tiny")
     parser.add_argument("--in-memory", action="store_true", help="measure the non-streaming path instead")
     parser.add_argument("--frames-per-call", type=int, default=0,
-                        help="GenVISModel.frames_per_call (frames per call of the per-frame stages; default: the model's)")
+                        help="GenVISModel.frames_per_call (frames per call of the per-frame stages; "
+                             "default: the model's)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

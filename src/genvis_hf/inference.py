@@ -1,7 +1,7 @@
 """Streaming video instance segmentation: any video length in bounded memory, with results identical to
 `model(**processor(videos=[video]))` followed by `post_process_video_instance_segmentation`.
 
-    frames (decoded one at a time) ─► chunk of whole clips of W frames ─► processor ─► model(chunk, clip_memory)
+    frames (decoded one at a time) ─► chunk of whole W-frame clips ─► processor ─► model(chunk, clip_memory)
         ├─ per clip, kept in memory: class logits [cQ, K+1], mask embeddings [cQ, D]   (tiny)
         └─ per frame, spilled to a temporary file: mask features [D, H/4, W/4]          (the bulk)
     end of video ─► top-k over all clips ─► masks re-rendered clip by clip from the spill file,

@@ -83,7 +83,8 @@ class ConvFrozenBN(nn.Module):
         conv = self.conv
         geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         if residual is None:
-            return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry, "relu" if relu else "none", [], "")
+            activation = "relu" if relu else "none"
+            return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry, activation, [], "")
         residual = residual.contiguous(memory_format=torch.channels_last)
         return torch.ops.mkldnn._convolution_pointwise.binary(
             x, residual, weight, bias, *geometry, "add", 1.0, "relu" if relu else None, [], None

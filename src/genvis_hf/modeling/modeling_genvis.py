@@ -412,10 +412,12 @@ class GenVISModel(GenVISPreTrainedModel):
         if not full_mask_features:
             sizes = [tuple(x.shape[-2:]) for x in pixels.multi_scale_features]
             level_mask_features = self.pixel_decoder.level_mask_features(pixels.stride4_features, sizes)
-        return _PixelStage(pixels, level_mask_features, self.object_decoder.project_mask_features(pixels.stride4_features))
+        genvis_mask_features = self.object_decoder.project_mask_features(pixels.stride4_features)
+        return _PixelStage(pixels, level_mask_features, genvis_mask_features)
 
     def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False,
-                     output_loss_inputs: bool = False, stages: FrameStagesOutput | None = None) -> ClipOutput:  # fmt: skip
+                     output_loss_inputs: bool = False,
+                     stages: FrameStagesOutput | None = None) -> ClipOutput:  # fmt: skip
         """Run one clip of a group of G videos of identical size.
 
         Args:
@@ -484,9 +486,11 @@ class GenVISModel(GenVISPreTrainedModel):
                 if chunk_stages is not None:  # this clip's G * Tc frames
                     # A slice of the flat frame dim for one video: a view through unflatten would carry an odd
                     # batch stride, on which the pixel decoder's oneDNN convolutions ran ~20% slower.
-                    rows = [g * chunk_frames + t for g in range(group)
-                            for t in range(start, min(start + clip_length, chunk_frames))]  # fmt: skip
-                    clip_stages = chunk_stages.select(slice(rows[0], rows[-1] + 1) if group == 1 else rows)
+                    end = min(start + clip_length, chunk_frames)
+                    rows = slice(start, end) if group == 1 else [
+                        g * chunk_frames + t for g in range(group) for t in range(start, end)
+                    ]  # fmt: skip
+                    clip_stages = chunk_stages.select(rows)
                 clip = self.forward_clip(
                     chunk[:, start : start + clip_length], memory, output_hidden_states, output_loss_inputs,
                     clip_stages,
@@ -497,10 +501,10 @@ class GenVISModel(GenVISPreTrainedModel):
 
     def inference_chunk_length(self, clip_length: int) -> int:
         """Frames per call of the per-frame stages at inference: the fewest whole clips that make at least
-        `frames_per_call` frames (online 4 clips of 1, semi-online 2 clips of 3)
-        (those stages are independent per frame, and on CPUs the backbone's convolutions and the frame decoder's
-        products run faster per frame on a few frames than on one). A caller that feeds a video in pieces (`genvis_hf.inference`) cuts it at multiples of this
-        length, so that its results equal one call on the whole video bit for bit."""
+        `frames_per_call` frames (online 4 clips of 1, semi-online 2 clips of 3). Those stages are independent
+        per frame, and on CPUs the backbone's convolutions and the frame decoder's products run faster per frame
+        on a few frames than on one. A caller that feeds a video in pieces (`genvis_hf.inference`) cuts it at
+        multiples of this length, so that its results equal one call on the whole video bit for bit."""
         return clip_length * max(1, math.ceil(self.frames_per_call / clip_length))
 
     # ------------------------------------------------------------------ batch of videos
