@@ -32,6 +32,8 @@ CASES = {
     "one_level": (1, [(6, 4)], 2, 8, 9, 4),
     "four_levels_1px": (3, [(9, 11), (5, 6), (3, 3), (1, 1)], 2, 16, 5, 2),
     "wide_head": (2, [(13, 7), (7, 4)], 1, 33, 6, 1),
+    # Mask2Former's shape (8 heads x 32 channels, 3 levels x 4 points): the CPU inference kernel's AVX2 path
+    "mask2former_heads": (2, [(6, 7), (3, 4), (2, 2)], 8, 32, 13, 4),
 }
 
 
@@ -199,6 +201,28 @@ def test_jit_inference_from_projections_matches_the_torch_layer(case):
         assert layer._fused_kernel(query_states, states) is not None
         actual = layer(query_states, reference, states, shapes, shapes_list, starts)
     torch.testing.assert_close(actual, expected, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("logit_scale", [0.0, 1.0, 40.0])
+def test_jit_inference_softmax_matches_torch_for_flat_and_extreme_logits(logit_scale):
+    """The inference kernel's own exp (AVX2 polynomial) against torch's softmax: equal logits, ordinary ones, and
+    spreads of hundreds where most weights underflow to zero."""
+    require_backend("jit", "cpu")
+    torch.manual_seed(7)
+    layer = MultiScaleDeformableAttention(256, 3, 8, 4, backend="torch").eval()
+    torch.nn.init.normal_(layer.attention_weights.weight, std=logit_scale / 16)
+    torch.nn.init.normal_(layer.attention_weights.bias, std=logit_scale)
+    shapes_list = [(6, 7), (3, 4), (2, 2)]
+    shapes = torch.tensor(shapes_list)
+    starts = torch.tensor([0, 42, 54])
+    states = torch.randn(1, 58, 256)
+    reference = torch.rand(1, 58, 3, 2)
+    with torch.no_grad():
+        expected = layer(states, reference, states, shapes, shapes_list, starts)
+        layer.backend = "jit"
+        actual = layer(states, reference, states, shapes, shapes_list, starts)
+    # tight: an exp off by 1e-5 relative fails this (float32 rounding of the sums stays below it)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("backend", ["torch", "jit"])

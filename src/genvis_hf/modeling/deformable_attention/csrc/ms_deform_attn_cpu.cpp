@@ -17,6 +17,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace genvis_ms_deform_attn {
 namespace {
@@ -97,39 +102,239 @@ struct RowView {
   const float* row(int64_t n, int64_t q) const { return data + n * batch_stride + q * query_stride; }
 };
 
+// Scratch of one thread of the inference kernel: per sample j = m * S + s of one query (M heads x S = L * P
+// samples), the attention weight and the four bilinear corners (pixel index within the level, -1 outside;
+// coefficient = attention weight x bilinear weight), laid out as arrays so the geometry vectorises.
+struct QuerySamples {
+  std::vector<float> attn, scratch, coef[4];
+  std::vector<int32_t> pixel[4];
+  std::vector<int32_t> inside;  // some corner may be inside the map (else the sample adds exactly zero)
+  explicit QuerySamples(int64_t count) : attn(count), scratch(count), inside(count) {
+    for (int k = 0; k < 4; ++k) {
+      coef[k].resize(count);
+      pixel[k].resize(count);
+    }
+  }
+};
+
+// Per-sample level tables of a query's M * S samples (the same for every query).
+struct SampleLevels {
+  std::vector<int32_t> level, height, width;
+  std::vector<float> height_f, width_f;
+  SampleLevels(const int64_t* shapes, const Dims& d) {
+    const int64_t count = d.num_heads * d.num_levels * d.num_points;
+    level.resize(count), height.resize(count), width.resize(count), height_f.resize(count), width_f.resize(count);
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t l = (j % (d.num_levels * d.num_points)) / d.num_points;
+      level[j] = static_cast<int32_t>(l);
+      height[j] = static_cast<int32_t>(shapes[2 * l]);
+      width[j] = static_cast<int32_t>(shapes[2 * l + 1]);
+      height_f[j] = static_cast<float>(shapes[2 * l]);
+      width_f[j] = static_cast<float>(shapes[2 * l + 1]);
+    }
+  }
+};
+
+// The locations (reference + offset / size) and bilinear corners of all of a query's samples: the arithmetic
+// of `bilinear_corners` (same operations, so the same roundings), written branch-free over arrays so that the
+// compiler vectorises it across samples.
+inline void locate_samples(const float* __restrict__ reference, const float* __restrict__ offsets,
+                           const SampleLevels& levels, int64_t count, QuerySamples& out) {
+  const int32_t* __restrict__ level = levels.level.data();
+  const int32_t* __restrict__ height_i = levels.height.data();
+  const int32_t* __restrict__ width_i = levels.width.data();
+  const float* __restrict__ height_f = levels.height_f.data();
+  const float* __restrict__ width_f = levels.width_f.data();
+  const float* __restrict__ attn = out.attn.data();
+  int32_t* __restrict__ inside = out.inside.data();
+  float *__restrict__ c0 = out.coef[0].data(), *__restrict__ c1 = out.coef[1].data(),
+        *__restrict__ c2 = out.coef[2].data(), *__restrict__ c3 = out.coef[3].data();
+  int32_t *__restrict__ p0 = out.pixel[0].data(), *__restrict__ p1 = out.pixel[1].data(),
+          *__restrict__ p2 = out.pixel[2].data(), *__restrict__ p3 = out.pixel[3].data();
+#pragma omp simd
+  for (int64_t j = 0; j < count; ++j) {
+    const float width = width_f[j], height = height_f[j];
+    const float x = reference[2 * level[j]] + offsets[2 * j] / width;
+    const float y = reference[2 * level[j] + 1] + offsets[2 * j + 1] / height;
+    const float w_im = location_to_pixel(x, width);
+    const float h_im = location_to_pixel(y, height);
+    // `&` rather than `&&`: no branches in the loop; NaN fails every comparison
+    const int32_t any = (h_im > -1.0f) & (w_im > -1.0f) & (h_im < height) & (w_im < width);
+    // clamped before the integer conversion (the clamp only changes samples that are outside anyway)
+    const float h_clamped = std::min(height, std::max(-2.0f, h_im));  // argument order: NaN -> -2
+    const float w_clamped = std::min(width, std::max(-2.0f, w_im));
+    // floor by truncation (exact in this range; std::floor would not vectorise without -fno-trapping-math)
+    const int32_t h_trunc = static_cast<int32_t>(h_clamped), w_trunc = static_cast<int32_t>(w_clamped);
+    const int32_t h_low = h_trunc - (h_clamped < static_cast<float>(h_trunc));
+    const int32_t w_low = w_trunc - (w_clamped < static_cast<float>(w_trunc));
+    const float h_floor = static_cast<float>(h_low), w_floor = static_cast<float>(w_low);
+    const float lh = h_im - h_floor, lw = w_im - w_floor;
+    const float hh = 1.0f - lh, hw = 1.0f - lw;
+    const int32_t top = any & (h_low >= 0), bottom = any & (h_low + 1 <= height_i[j] - 1);
+    const int32_t left = w_low >= 0, right = w_low + 1 <= width_i[j] - 1;
+    const int32_t corner = h_low * width_i[j] + w_low;
+    const float a = attn[j];
+    inside[j] = any;
+    p0[j] = (top & left) ? corner : -1;
+    p1[j] = (top & right) ? corner + 1 : -1;
+    p2[j] = (bottom & left) ? corner + width_i[j] : -1;
+    p3[j] = (bottom & right) ? corner + width_i[j] + 1 : -1;
+    c0[j] = a * (hh * hw);
+    c1[j] = a * (hh * lw);
+    c2[j] = a * (lh * hw);
+    c3[j] = a * (lh * lw);
+  }
+}
+
+// exp(x) for x <= 0 (max-shifted logits). With AVX2 + FMA: Cephes' single-precision range reduction and
+// polynomial, 8 at a time and, for a tail, the same operations on one float (within 2 ulp of the exact value;
+// x < -87.3 gives 0 instead of a subnormal). Elsewhere std::exp.
+#if defined(__AVX2__) && defined(__FMA__)
+constexpr float kLog2e = 1.44269504088896341f, kLn2High = 0.693359375f, kLn2Low = 2.12194440e-4f;
+constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+inline __m256 exp_nonpositive(__m256 x) {
+  const __m256 floor_value = _mm256_set1_ps(-87.3f);
+  const __m256 underflow = _mm256_cmp_ps(x, floor_value, _CMP_NGT_UQ);  // x <= -87.3 or NaN
+  x = _mm256_max_ps(x, floor_value);                                     // NaN -> -87.3
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2High), x);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(kLn2Low), r);  // x - n ln 2
+  __m256 p = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpPoly[i]));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+  // p * 2^n: n (in [-126, 0]) added to the exponent bits
+  const __m256i scaled = _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvttps_epi32(n), 23));
+  return _mm256_andnot_ps(underflow, _mm256_castsi256_ps(scaled));
+}
+
+inline float exp_nonpositive(float x) {  // the same operations on one float
+  const bool underflow = !(x > -87.3f);
+  x = underflow ? -87.3f : x;
+  const float n = std::floor(std::fma(x, kLog2e, 0.5f));
+  float r = std::fma(n, -kLn2High, x);
+  r = std::fma(n, kLn2Low, r);
+  float p = kExpPoly[0];
+  for (int i = 1; i < 6; ++i) p = std::fma(p, r, kExpPoly[i]);
+  p = std::fma(p, r * r, r) + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &p, sizeof(bits));
+  bits += static_cast<int32_t>(n) * (1 << 23);
+  float result;
+  std::memcpy(&result, &bits, sizeof(result));
+  return underflow ? 0.0f : result;
+}
+#else
+inline float exp_nonpositive(float x) { return std::exp(x); }
+#endif
+
+// The attention weights of every head of one query: softmax over each head's S = L * P logits (max-shifted exp,
+// summed in sample order, divided by the sum), the exps and divisions vectorised across the M * S samples.
+inline void softmax_heads(const float* __restrict__ logits, int64_t num_heads, int64_t samples, QuerySamples& query) {
+  const int64_t count = num_heads * samples;
+  float* __restrict__ attn = query.attn.data();
+  float* __restrict__ shift = query.scratch.data();
+  for (int64_t m = 0; m < num_heads; ++m) {
+    const float* head = logits + m * samples;
+    float peak = head[0];
+    for (int64_t s = 1; s < samples; ++s) peak = std::max(peak, head[s]);
+    std::fill(shift + m * samples, shift + (m + 1) * samples, peak);
+  }
+  int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; j + 8 <= count; j += 8) {
+    const __m256 x = _mm256_sub_ps(_mm256_loadu_ps(logits + j), _mm256_loadu_ps(shift + j));
+    _mm256_storeu_ps(attn + j, exp_nonpositive(x));
+  }
+#endif
+  for (; j < count; ++j) attn[j] = exp_nonpositive(logits[j] - shift[j]);
+  for (int64_t m = 0; m < num_heads; ++m) {
+    float total = 0.0f;
+    for (int64_t s = 0; s < samples; ++s) total += attn[m * samples + s];
+    std::fill(shift + m * samples, shift + (m + 1) * samples, total);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < count; ++j) attn[j] /= shift[j];
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// D = 32 with AVX2: out = sum over the head's samples of their four weighted corner rows, the 32 accumulators
+// held in four 8-float registers (per channel: acc += ((c0 * r0 + c1 * r1) + c2 * r2) + c3 * r3, fused).
+inline void accumulate_head_32(const float* const* rows, const float* coef, int64_t count, float* __restrict__ out) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(),
+         acc3 = _mm256_setzero_ps();
+  for (int64_t i = 0; i < count; ++i) {
+    const float* const* r = rows + 4 * i;
+    const __m256 c0 = _mm256_set1_ps(coef[4 * i]), c1 = _mm256_set1_ps(coef[4 * i + 1]),
+                 c2 = _mm256_set1_ps(coef[4 * i + 2]), c3 = _mm256_set1_ps(coef[4 * i + 3]);
+    auto block = [&](int c) {
+      __m256 t = _mm256_mul_ps(c0, _mm256_loadu_ps(r[0] + c));
+      t = _mm256_fmadd_ps(c1, _mm256_loadu_ps(r[1] + c), t);
+      t = _mm256_fmadd_ps(c2, _mm256_loadu_ps(r[2] + c), t);
+      return _mm256_fmadd_ps(c3, _mm256_loadu_ps(r[3] + c), t);
+    };
+    acc0 = _mm256_add_ps(acc0, block(0));
+    acc1 = _mm256_add_ps(acc1, block(8));
+    acc2 = _mm256_add_ps(acc2, block(16));
+    acc3 = _mm256_add_ps(acc3, block(24));
+  }
+  _mm256_storeu_ps(out, acc0);
+  _mm256_storeu_ps(out + 8, acc1);
+  _mm256_storeu_ps(out + 16, acc2);
+  _mm256_storeu_ps(out + 24, acc3);
+}
+#endif
+
 // float32 only: what the encoder runs at inference. Same arithmetic as the separate passes it replaces
 // (softmax_small_last_dim: max-shifted exp over the L * P logits of a head, divided by their sum; addcdiv:
 // reference + offset / size), up to the order of the L * P-term sum and the exp implementation (~1 ulp).
+// Per query: the softmax of every head, then the locations and corners of all M * S samples at once
+// (vectorised across samples), then per head one pass over its channels (accumulators in registers for
+// D = 32, Mask2Former's 256 channels / 8 heads).
 void forward_from_projections_kernel(const float* value, const int64_t* shapes, const int64_t* starts,
                                      const float* reference, const RowView& offsets, const RowView& logits,
                                      float* output, const Dims& d) {
   const int64_t samples = d.num_levels * d.num_points;
+  const int64_t count = d.num_heads * samples;
+  const int64_t row_stride = d.num_heads * d.head_dim;  // elements between two pixels of `value`
+  const SampleLevels levels(shapes, d);
   at::parallel_for(0, d.batch * d.num_queries, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(d.head_dim), loc(samples * 2), attn(samples);
+    QuerySamples query(count);
+    std::vector<float> acc(d.head_dim), coef(samples * 4);
+    std::vector<const float*> rows(samples * 4);
     const std::vector<float> zero_row(d.head_dim, 0.0f);
     for (int64_t nq = begin; nq < end; ++nq) {
       const int64_t n = nq / d.num_queries, q = nq % d.num_queries;
-      const float* ref = reference + nq * d.num_levels * 2;  // [L, 2] (x, y)
-      const float* offset_row = offsets.row(n, q);            // [M, L, P, 2]
-      const float* logit_row = logits.row(n, q);              // [M, L * P]
+      softmax_heads(logits.row(n, q), d.num_heads, samples, query);  // logits [M, L * P]
+      // reference [L, 2] (x, y); offsets [M, L, P, 2]
+      locate_samples(reference + nq * d.num_levels * 2, offsets.row(n, q), levels, count, query);
       for (int64_t m = 0; m < d.num_heads; ++m) {
-        const float* head_logits = logit_row + m * samples;
-        float peak = head_logits[0];
-        for (int64_t s = 1; s < samples; ++s) peak = std::max(peak, head_logits[s]);
-        float total = 0.0f;
-        for (int64_t s = 0; s < samples; ++s) total += (attn[s] = std::exp(head_logits[s] - peak));
-        for (int64_t s = 0; s < samples; ++s) attn[s] /= total;
-        const float* head_offsets = offset_row + m * samples * 2;
-        for (int64_t l = 0; l < d.num_levels; ++l) {
-          const float width = static_cast<float>(shapes[2 * l + 1]), height = static_cast<float>(shapes[2 * l]);
-          for (int64_t p = 0; p < d.num_points; ++p) {
-            const int64_t s = l * d.num_points + p;
-            loc[2 * s] = ref[2 * l] + head_offsets[2 * s] / width;
-            loc[2 * s + 1] = ref[2 * l + 1] + head_offsets[2 * s + 1] / height;
+        int64_t kept = 0;
+        for (int64_t s = 0; s < samples; ++s) {
+          const int64_t j = m * samples + s;
+          if (!query.inside[j]) continue;
+          const float* level = value + ((n * d.num_values + starts[levels.level[j]]) * d.num_heads + m) * d.head_dim;
+          for (int k = 0; k < 4; ++k) {
+            const int32_t pixel = query.pixel[k][j];
+            rows[4 * kept + k] = pixel >= 0 ? level + pixel * row_stride : zero_row.data();
+            coef[4 * kept + k] = pixel >= 0 ? query.coef[k][j] : 0.0f;
           }
+          ++kept;
         }
-        sample_head(value, n, m, shapes, starts, loc.data(), attn.data(), zero_row.data(), acc.data(),
-                    output + (nq * d.num_heads + m) * d.head_dim, d);
+        float* out = output + (nq * d.num_heads + m) * d.head_dim;
+#if defined(__AVX2__) && defined(__FMA__)
+        if (d.head_dim == 32) {
+          accumulate_head_32(rows.data(), coef.data(), kept, out);
+          continue;
+        }
+#endif
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t i = 0; i < kept; ++i) {
+          accumulate_corners(acc.data(), rows[4 * i], rows[4 * i + 1], rows[4 * i + 2], rows[4 * i + 3],
+                             &coef[4 * i], d.head_dim);
+        }
+        std::copy(acc.begin(), acc.end(), out);
       }
     }
   });

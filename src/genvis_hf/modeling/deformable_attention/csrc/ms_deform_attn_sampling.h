@@ -41,9 +41,8 @@ GENVIS_HOST_DEVICE acc_t floor_of(acc_t x) {
 // grid_sample's does. (The coordinate's rounding is what matters: one ulp of x * W on an 80-pixel-wide map
 // moves the output by ~1e-5, far more than the order of the sums.)
 template <typename acc_t>
-GENVIS_HOST_DEVICE acc_t location_to_pixel(acc_t location, int64_t size) {
+GENVIS_HOST_DEVICE acc_t location_to_pixel(acc_t location, acc_t extent) {
   const acc_t grid = location * acc_t(2) - acc_t(1);
-  const acc_t extent = static_cast<acc_t>(size);
 #if defined(__CUDA_ARCH__)
   // ATen's CUDA grid_sample: ((g + 1) * size - 1) / 2 (nvcc contracts it the same way in both kernels).
   return ((grid + acc_t(1)) * extent - acc_t(1)) / acc_t(2);
@@ -53,6 +52,11 @@ GENVIS_HOST_DEVICE acc_t location_to_pixel(acc_t location, int64_t size) {
 #else
   return grid * (extent / acc_t(2)) + (extent - acc_t(1)) / acc_t(2);
 #endif
+}
+
+template <typename acc_t>
+GENVIS_HOST_DEVICE acc_t location_to_pixel(acc_t location, int64_t size) {
+  return location_to_pixel(location, static_cast<acc_t>(size));
 }
 
 // Fills `corners` for normalised location (x, y) on a map of `height` x `width` pixels.
