@@ -309,3 +309,37 @@ def test_chunked_per_frame_stages_equal_clip_by_clip_inference(clip_length):
     per_clip = _run(model, processor, videos)
     for key in ("class_queries_logits", "mask_embeddings", "mask_features", "frame_queries"):
         torch.testing.assert_close(getattr(chunked, key), getattr(per_clip, key), rtol=0, atol=1e-5, msg=key)
+
+
+def test_concatenate_frames_is_a_view_of_adjacent_frames_and_a_copy_otherwise():
+    from genvis_hf.modeling.modeling_genvis import concatenate_frames
+
+    video = torch.randn(9, 3, 4, 5)
+    joined = concatenate_frames([video[0:4], video[4:5], video[5:9]])
+    assert joined.data_ptr() == video.data_ptr() and joined.is_contiguous() and torch.equal(joined, video)
+    gap = concatenate_frames([video[0:4], video[5:9]])  # not adjacent: a copy with the right content
+    assert gap.data_ptr() != video.data_ptr() and torch.equal(gap, torch.cat([video[0:4], video[5:9]]))
+    apart = [torch.randn(2, 3), torch.randn(1, 3)]
+    assert torch.equal(concatenate_frames(apart), torch.cat(apart))
+
+
+@pytest.mark.parametrize("clip_length", [1, 3])
+def test_one_video_inference_writes_mask_features_into_one_video_tensor(monkeypatch, clip_length):
+    """Inference on one video writes each frame's GenVIS mask features into its slice of the output tensor
+    (no concatenation copy of ~12 MB a frame); the values are those of the per-clip path."""
+    model = tiny_model(clip_length=clip_length)
+    processor = GenVISVideoProcessor()
+    targets = []
+    project = model.object_decoder.project_mask_features
+
+    def spy(stride4_features, out=None):
+        targets.append(out)
+        return project(stride4_features, out)
+
+    monkeypatch.setattr(model.object_decoder, "project_mask_features", spy)
+    outputs = _run(model, processor, [_video(7, 64, 96, seed=4)])
+    assert len(targets) == 7 and all(t is not None for t in targets)
+    assert outputs.mask_features[0].data_ptr() == targets[0].data_ptr()
+    model.frames_per_call = 1  # clip by clip: the concatenating path
+    reference = _run(model, processor, [_video(7, 64, 96, seed=4)])
+    torch.testing.assert_close(outputs.mask_features, reference.mask_features, rtol=0, atol=1e-5)

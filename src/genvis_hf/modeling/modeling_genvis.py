@@ -145,7 +145,7 @@ class _PixelStage:
     @staticmethod
     def concatenate(parts: list[_PixelStage]) -> _PixelStage:
         def join(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
-            return None if tensors[0] is None else torch.cat(tensors)
+            return None if tensors[0] is None else concatenate_frames(tensors)
 
         def join_levels(levels: list[list[torch.Tensor] | None]) -> list[torch.Tensor] | None:
             return None if levels[0] is None else [torch.cat(level) for level in zip(*levels)]
@@ -159,6 +159,22 @@ class _PixelStage:
             level_mask_features=join_levels([p.level_mask_features for p in parts]),
             genvis_mask_features=join([p.genvis_mask_features for p in parts]),
         )
+
+
+def concatenate_frames(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.cat(tensors)` along dim 0, as a view when the tensors already lie one after the other in one
+    contiguous block of memory (e.g. frames written into slices of one video-wide tensor), else a copy."""
+    first = tensors[0]
+    adjacent = all(t.is_contiguous() and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+                   for t in tensors)  # fmt: skip
+    offset = first.storage_offset()
+    for t in tensors:
+        adjacent = adjacent and t.storage_offset() == offset and t.shape[1:] == first.shape[1:]
+        offset += t.numel()
+    if not adjacent or first.dim() == 0:
+        return torch.cat(tensors)
+    size = (sum(t.shape[0] for t in tensors), *first.shape[1:])
+    return first.as_strided(size, (math.prod(first.shape[1:]), *first.stride()[1:]), first.storage_offset())
 
 
 def build_backbone(config: GenVISConfig) -> nn.Module:
@@ -368,9 +384,11 @@ class GenVISModel(GenVISPreTrainedModel):
 
     # ------------------------------------------------------------------ one clip
     def forward_frames(self, images: torch.Tensor, output_hidden_states: bool = False,
-                       output_loss_inputs: bool = False) -> FrameStagesOutput:  # fmt: skip
+                       output_loss_inputs: bool = False,
+                       mask_features_out: torch.Tensor | None = None) -> FrameStagesOutput:  # fmt: skip
         """The per-frame stages on a batch of frames `[N, 3, H, W]`: backbone -> pixel decoder -> frame decoder,
         and the object decoder's mask projection of the stride-4 map. Every frame is independent of the others.
+        `mask_features_out` (contiguous `[N, mask_dim, H/4, W/4]`, inference) receives the GenVIS mask features.
 
         On CPUs at inference the pixel decoder runs one frame at a time, which keeps a frame's activations in
         cache (~20% faster per frame), while the backbone and the frame decoder (100-query products, which run
@@ -382,11 +400,12 @@ class GenVISModel(GenVISPreTrainedModel):
         full_mask_features = output_loss_inputs or output_hidden_states
         if images.device.type == "cpu" and not output_loss_inputs and images.shape[0] > 1:
             pixel_stage = _PixelStage.concatenate([
-                self._pixel_stage([f[i : i + 1] for f in backbone_features], full_mask_features)
+                self._pixel_stage([f[i : i + 1] for f in backbone_features], full_mask_features,
+                                  None if mask_features_out is None else mask_features_out[i : i + 1])
                 for i in range(images.shape[0])
             ])  # fmt: skip
         else:
-            pixel_stage = self._pixel_stage(backbone_features, full_mask_features)
+            pixel_stage = self._pixel_stage(backbone_features, full_mask_features, mask_features_out)
         pixels = pixel_stage.pixels
         frame_output = self.frame_decoder(
             pixels.multi_scale_features, pixels.mask_features,
@@ -406,13 +425,16 @@ class GenVISModel(GenVISPreTrainedModel):
             mask_logits=frame_output.mask_logits,
         )
 
-    def _pixel_stage(self, backbone_features: list[torch.Tensor], full_mask_features: bool) -> _PixelStage:
+    def _pixel_stage(self, backbone_features: list[torch.Tensor], full_mask_features: bool,
+                     mask_features_out: torch.Tensor | None = None) -> _PixelStage:  # fmt: skip
         pixels = self.pixel_decoder(backbone_features, output_mask_features=full_mask_features)
         level_mask_features = None
         if not full_mask_features:
             sizes = [tuple(x.shape[-2:]) for x in pixels.multi_scale_features]
             level_mask_features = self.pixel_decoder.level_mask_features(pixels.stride4_features, sizes)
-        genvis_mask_features = self.object_decoder.project_mask_features(pixels.stride4_features)
+        if mask_features_out is not None and mask_features_out.shape[-2:] != pixels.stride4_features.shape[-2:]:
+            mask_features_out = None  # a backbone whose stride-4 map is not exactly H/4 x W/4
+        genvis_mask_features = self.object_decoder.project_mask_features(pixels.stride4_features, mask_features_out)
         return _PixelStage(pixels, level_mask_features, genvis_mask_features)
 
     def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False,
@@ -474,13 +496,20 @@ class GenVISModel(GenVISPreTrainedModel):
         chunk_length = clip_length
         if not output_loss_inputs and not torch.is_grad_enabled():
             chunk_length = self.inference_chunk_length(clip_length)
+        # Inference on one video: the GenVIS mask features are written straight into one video-wide tensor
+        # (`_scatter_group` then takes it without concatenating the frames: 12 MB a frame at 384x480).
+        video_mask_features = None
+        if chunk_length > clip_length and pixel_values.shape[0] == 1:
+            height, width = (s // self.config.common_stride for s in pixel_values.shape[-2:])
+            video_mask_features = pixel_values.new_empty((pixel_values.shape[1], self.config.mask_dim, height, width))
         outputs = []
         for chunk_start in range(0, pixel_values.shape[1], chunk_length):
             chunk = pixel_values[:, chunk_start : chunk_start + chunk_length]  # [G, Tk, 3, H, W]
             group, chunk_frames = chunk.shape[:2]
             chunk_stages = None
             if chunk_length > clip_length:  # the per-frame stages of G * Tk frames, video-major
-                chunk_stages = self.forward_frames(chunk.flatten(0, 1), output_hidden_states)
+                out = None if video_mask_features is None else video_mask_features[chunk_start : chunk_start + chunk_frames]
+                chunk_stages = self.forward_frames(chunk.flatten(0, 1), output_hidden_states, mask_features_out=out)
             for start in range(0, chunk_frames, clip_length):
                 clip_stages = None
                 if chunk_stages is not None:  # this clip's G * Tc frames
@@ -657,7 +686,7 @@ class GenVISModel(GenVISPreTrainedModel):
             video["propagated_queries"] = torch.stack([c.object_output.memory.queries[s] for c in clips])
             video["memory_keys"] = torch.stack([c.object_output.memory.keys[-1][s] for c in clips])
             video["memory_values"] = torch.stack([c.object_output.memory.values[-1][s] for c in clips])
-            video["mask_features"] = torch.cat([c.mask_features[g] for c in clips])
+            video["mask_features"] = concatenate_frames([c.mask_features[g] for c in clips])
             video["frame_queries"] = torch.cat([c.frame_queries[g] for c in clips])
             video["clip_lengths"] = torch.tensor([c.frame_queries.shape[1] for c in clips], device=clips[0].mask_features.device)
             if clips[0].backbone_features is not None:

@@ -136,17 +136,24 @@ class GenVISObjectDecoder(nn.Module):
             nn.Linear(hidden_dim, hidden_dim) if use_similarity_heads and similarity_use_clip else None
         )
 
-    def project_mask_features(self, stride4_features: torch.Tensor) -> torch.Tensor:
+    def project_mask_features(self, stride4_features: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """GenVIS mask features: `mask_projection` (1x1) of the pixel decoder's stride-4 map, `[N, C, H, W]` ->
         `[N, D, H, W]`, as the batched product `W [D, C] x X [N, C, H*W]`, which returns the contiguous (NCHW)
         layout whatever the input's. These maps are concatenated over the video and multiplied with the mask
         embeddings in post-processing, both of which want that layout: a channels-last result (what the
-        convolution gives for a channels-last input) costs a transposing copy there (~10 ms a frame at 96x120)."""
+        convolution gives for a channels-last input) costs a transposing copy there (~10 ms a frame at 96x120).
+
+        `out`: optional contiguous `[N, D, H, W]` to write the result into (inference: the frames' slice of a
+        video-wide tensor, which saves concatenating the frames afterwards)."""
         batch, _, height, width = stride4_features.shape
         weight = self.mask_projection.weight.flatten(1).expand(batch, -1, -1)  # [N, D, C]
         pixels = stride4_features.flatten(2)  # [N, C, H*W] (a view for NCHW and channels-last inputs)
         bias = self.mask_projection.bias
-        projected = torch.bmm(weight, pixels) if bias is None else torch.baddbmm(bias.view(1, -1, 1), weight, pixels)
+        target = None if out is None else out.view(batch, -1, height * width)
+        if bias is None:
+            projected = torch.bmm(weight, pixels, out=target)
+        else:
+            projected = torch.baddbmm(bias.view(1, -1, 1), weight, pixels, out=target)
         return projected.view(batch, -1, height, width)
 
     # ------------------------------------------------------------------ frame-query encoder
