@@ -165,14 +165,15 @@ def concatenate_frames(tensors: list[torch.Tensor]) -> torch.Tensor:
     """`torch.cat(tensors)` along dim 0, as a view when the tensors already lie one after the other in one
     contiguous block of memory (e.g. frames written into slices of one video-wide tensor), else a copy."""
     first = tensors[0]
-    adjacent = all(t.is_contiguous() and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
-                   for t in tensors)  # fmt: skip
     offset = first.storage_offset()
     for t in tensors:
-        adjacent = adjacent and t.storage_offset() == offset and t.shape[1:] == first.shape[1:]
+        adjacent = (
+            t.is_contiguous() and t.shape[1:] == first.shape[1:] and t.storage_offset() == offset
+            and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+        )  # fmt: skip
+        if not adjacent:
+            return torch.cat(tensors)
         offset += t.numel()
-    if not adjacent or first.dim() == 0:
-        return torch.cat(tensors)
     size = (sum(t.shape[0] for t in tensors), *first.shape[1:])
     return first.as_strided(size, (math.prod(first.shape[1:]), *first.stride()[1:]), first.storage_offset())
 

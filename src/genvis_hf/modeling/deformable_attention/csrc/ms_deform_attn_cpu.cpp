@@ -4,8 +4,8 @@
 // torch.get_num_threads()); for each head the four bilinear corners of every sampling point are
 // combined in one pass over the head's D contiguous channels, a loop the compiler vectorises.
 // Forward from projections (inference): the same sampling, with the attention-weight softmax and the sampling
-// locations (reference + offset / level size) computed per (query, head) inside the loop instead of as two
-// separate passes over [N, Lq, M, L, P(, 2)] tensors.
+// locations (reference + offset / level size) computed per query inside the kernel, vectorised across the
+// query's samples, instead of as two separate passes over [N, Lq, M, L, P(, 2)] tensors.
 // Backward: parallel over (batch x head) pairs, so every thread owns a disjoint slice of grad_value and
 // needs neither atomics nor per-thread copies; the result is deterministic. Its channel loop, with the
 // three per-sample sums, is vectorised with `omp simd`.
@@ -288,7 +288,7 @@ inline void accumulate_head_32(const float* const* rows, const float* coef, int6
 
 // float32 only: what the encoder runs at inference. Same arithmetic as the separate passes it replaces
 // (softmax_small_last_dim: max-shifted exp over the L * P logits of a head, divided by their sum; addcdiv:
-// reference + offset / size), up to the order of the L * P-term sum and the exp implementation (~1 ulp).
+// reference + offset / size), up to the order of the L * P-term sum and the exp implementation (<= 2 ulp).
 // Per query: the softmax of every head, then the locations and corners of all M * S samples at once
 // (vectorised across samples), then per head one pass over its channels (accumulators in registers for
 // D = 32, Mask2Former's 256 channels / 8 heads).
