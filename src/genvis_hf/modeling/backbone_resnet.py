@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import DerivedTensorCache, FrozenBatchNorm2d, onednn_fused_conv_available
+from .winograd import transform_weight, winograd_applies, winograd_conv3x3
 
 _BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -57,6 +58,7 @@ class ConvFrozenBN(nn.Module):
             self.norm = FrozenBatchNorm2d(out_channels)
 
         self._folded = DerivedTensorCache()  # (weight, bias) of the fused path
+        self._winograd = DerivedTensorCache()  # (transformed weight, bias) of 3x3 stride-1 convs
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
         if isinstance(self.norm, FrozenBatchNorm2d) and use_fused_inference(x):
@@ -77,7 +79,19 @@ class ConvFrozenBN(nn.Module):
 
         return self._folded.get((self.conv.weight, *self.norm.buffers()), fold, dtype)
 
+    def _winograd_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded weight's Winograd transform `[36, C_in, C_out]` and the shift `[C_out]` (float32, cached)."""
+
+        def fold_and_transform() -> tuple[torch.Tensor, torch.Tensor]:
+            scale, shift = self.norm.scale_and_shift()
+            weight = self.conv.weight.double() * scale.double().view(-1, 1, 1, 1)
+            return transform_weight(weight), shift.float().contiguous()
+
+        return self._winograd.get((self.conv.weight, *self.norm.buffers()), fold_and_transform)
+
     def _fused(self, x: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
+        if residual is None and winograd_applies(x, self.conv):
+            return winograd_conv3x3(x, *self._winograd_weight_and_bias(), relu=relu)
         weight, bias = self._folded_weight_and_bias(x.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
         conv = self.conv

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.cpu import cpu_vendor
+from .winograd import transform_weight, winograd_applies, winograd_conv3x3
 
 
 # The 1x1-convolution route pays a set-up cost: it wins from ~64 rows once the product is large enough
@@ -155,13 +156,21 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 class ConvNormActivation(nn.Sequential):
-    """`Conv2d` (no bias) -> `GroupNorm(32)` -> optional ReLU: detectron2's `Conv2d(norm="GN")`."""
+    """`Conv2d` (no bias) -> `GroupNorm(32)` -> optional ReLU: detectron2's `Conv2d(norm="GN")`. A 3x3 conv runs
+    by Winograd at CPU inference (`winograd.py`; its transformed filters cached until the weight changes)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, activation: bool):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.GroupNorm(32, out_channels)
         self.activation = nn.ReLU(inplace=True) if activation else nn.Identity()
+        self._winograd_weight = DerivedTensorCache()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not winograd_applies(x, self.conv):
+            return super().forward(x)
+        weight = self._winograd_weight.get((self.conv.weight,), lambda: transform_weight(self.conv.weight))
+        return self.activation(self.norm(winograd_conv3x3(x, weight, self.conv.bias)))
 
 
 class MLP(nn.Module):

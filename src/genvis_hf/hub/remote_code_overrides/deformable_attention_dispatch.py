@@ -57,6 +57,11 @@ def inference_kernel_from_projections(backend: str, device: torch.device) -> Non
     return None
 
 
+def winograd_conv3x3_kernel() -> None:
+    """No compiled kernels in the exported code: its 3x3 convolutions are torch's own."""
+    return None
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,

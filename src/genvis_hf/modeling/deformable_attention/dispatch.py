@@ -136,6 +136,15 @@ def inference_kernel_from_projections(backend: str, device: torch.device) -> Cal
     return jit_build.load_extension("cpu").forward_from_projections
 
 
+def winograd_conv3x3_kernel() -> Callable[..., torch.Tensor] | None:
+    """The jit CPU extension's Winograd 3x3 convolution (`csrc/winograd_cpu.cpp`, used by `modeling/winograd.py`),
+    or None where the extension cannot be had (no compiler, `GENVIS_HF_DISABLE_JIT`, a failed build)."""
+    try:
+        return jit_build.load_extension("cpu").winograd_conv3x3
+    except jit_build.JitBuildError:
+        return None
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,

@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "ms_deform_attn.h"
+#include "winograd.h"
 
 namespace genvis_ms_deform_attn {
 namespace {
@@ -114,17 +115,40 @@ at::Tensor forward_from_projections(const at::Tensor& value, const at::Tensor& s
                                       num_points);
 }
 
+at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& transformed_weight,
+                            const c10::optional<at::Tensor>& bias, bool relu) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 4 &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "winograd_conv3x3: x must be a channels-last float32 CPU tensor [N, C, H, W], got ", x.sizes(), " ",
+              x.scalar_type(), " on ", x.device());
+  TORCH_CHECK(transformed_weight.device().is_cpu() && transformed_weight.scalar_type() == at::kFloat &&
+                  transformed_weight.dim() == 3 && transformed_weight.size(0) == 36 &&
+                  transformed_weight.size(1) == x.size(1) && transformed_weight.is_contiguous(),
+              "winograd_conv3x3: transformed_weight must be contiguous float32 [36, ", x.size(1), ", C_out], got ",
+              transformed_weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->device().is_cpu() && bias->scalar_type() == at::kFloat && bias->dim() == 1 &&
+                    bias->size(0) == transformed_weight.size(2) && bias->is_contiguous(),
+                "winograd_conv3x3: bias must be contiguous float32 [", transformed_weight.size(2), "], got ",
+                bias->sizes());
+  }
+  return genvis_winograd::conv3x3_cpu(x, transformed_weight, bias, relu);
+}
+
 }  // namespace
 }  // namespace genvis_ms_deform_attn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "genvis_hf multi-scale deformable attention kernels";
+  m.doc() = "genvis_hf kernels: multi-scale deformable attention; Winograd 3x3 convolution (CPU inference)";
   m.def("forward", &genvis_ms_deform_attn::forward, "multi-scale deformable attention forward");
   m.def("forward_from_projections", &genvis_ms_deform_attn::forward_from_projections,
         "inference forward on CPUs from the offset and attention-logit projections (softmax and sampling "
         "locations computed in the kernel)");
   m.def("backward", &genvis_ms_deform_attn::backward,
         "multi-scale deformable attention backward: (grad_value, grad_sampling_locations, grad_attention_weights)");
+  m.def("winograd_conv3x3", &genvis_ms_deform_attn::winograd_conv3x3,
+        "relu?(conv3x3(x) + bias?), stride 1, padding 1, by Winograd F(4x4, 3x3) on CPUs: x [N, C, H, W] "
+        "channels-last, transformed_weight [36, C, K]; returns [N, K, H, W] channels-last");
 #ifdef GENVIS_WITH_CUDA
   m.attr("with_cuda") = true;
 #else
