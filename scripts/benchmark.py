@@ -19,6 +19,7 @@ FlopCounterMode counts of one run divided by the median time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import resource
@@ -71,23 +72,43 @@ def build(args):
 
 
 class StageTimer:
-    """Wall time spent inside chosen modules, accumulated over forward calls."""
+    """Wall time spent inside chosen modules (and methods), accumulated over calls; a stage entered again from
+    inside itself is counted once."""
 
     def __init__(self, modules: dict[str, torch.nn.Module], synchronize):
         self.totals: dict[str, float] = {}
         self.synchronize = synchronize
+        self.started: dict[str, float] = {}
+        self.depth: dict[str, int] = {}
         for name, module in modules.items():
             module.register_forward_pre_hook(lambda m, i, name=name: self._start(name))
             module.register_forward_hook(lambda m, i, o, name=name: self._stop(name))
-        self.started: dict[str, float] = {}
+
+    def time_method(self, owner, method: str, name: str) -> None:
+        """Also count calls of `owner.method` (e.g. work a stage does for several clips outside its forward)."""
+        original = getattr(owner, method)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            self._start(name)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._stop(name)
+
+        setattr(owner, method, timed)
 
     def _start(self, name):
-        self.synchronize()
-        self.started[name] = time.perf_counter()
+        self.depth[name] = self.depth.get(name, 0) + 1
+        if self.depth[name] == 1:
+            self.synchronize()
+            self.started[name] = time.perf_counter()
 
     def _stop(self, name):
-        self.synchronize()
-        self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - self.started[name]
+        self.depth[name] -= 1
+        if self.depth[name] == 0:
+            self.synchronize()
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - self.started[name]
 
 
 def run_once(model, processor, frames, target_size, clip_length):
@@ -103,6 +124,7 @@ def measure_mode(model, processor, frames, target_size, clip_length, runs, devic
     inner = model.model
     timer = StageTimer({"backbone": inner.backbone, "pixel_decoder": inner.pixel_decoder,
                         "frame_decoder": inner.frame_decoder, "object_decoder": inner.object_decoder}, synchronize)  # fmt: skip
+    timer.time_method(inner.object_decoder, "encode_clips", "object_decoder")  # a chunk's clips encoded at once
     encoder_timer = _EncoderTimer(inner.pixel_decoder, synchronize)
     count = len(frames)
     times, stages = [], []

@@ -311,6 +311,18 @@ def test_chunked_per_frame_stages_equal_clip_by_clip_inference(clip_length):
         torch.testing.assert_close(getattr(chunked, key), getattr(per_clip, key), rtol=0, atol=1e-5, msg=key)
 
 
+@pytest.mark.parametrize("clip_length, videos, expected", [(1, 1, [4, 3]), (3, 1, [2, 1]), (1, 2, [8, 6])])
+def test_inference_encodes_the_whole_clips_of_a_chunk_in_one_batch(monkeypatch, clip_length, videos, expected):
+    """The object encoder runs once per chunk on all its whole clips (clip-major batch of G videos); a shorter
+    last clip (7 frames in clips of 3) is encoded by itself in the clip's own call."""
+    model = tiny_model(clip_length=clip_length)
+    batches = []
+    encode = model.object_decoder.encode_clips
+    monkeypatch.setattr(model.object_decoder, "encode_clips", lambda x: batches.append(x.shape[0]) or encode(x))
+    _run(model, GenVISVideoProcessor(), [_video(7, 64, 96, seed=s) for s in range(videos)])
+    assert batches == expected
+
+
 def test_concatenate_frames_is_a_view_of_adjacent_frames_and_a_copy_otherwise():
     from genvis_hf.modeling.modeling_genvis import concatenate_frames
 

@@ -157,6 +157,12 @@ class GenVISObjectDecoder(nn.Module):
         return projected.view(batch, -1, height, width)
 
     # ------------------------------------------------------------------ frame-query encoder
+    def encode_clips(self, frame_queries: torch.Tensor) -> torch.Tensor:
+        """Input projection + encoder: `[LB, Tc, fQ, C]` frame queries -> `[LB, Tc * fQ, C]` frame tokens.
+        Independent per sequence, so at inference the clips of a chunk are encoded in one batch (`forward`'s
+        `frame_tokens`)."""
+        return self.encode_frame_queries(self.input_projection(frame_queries))
+
     def encode_frame_queries(self, frame_queries: torch.Tensor) -> torch.Tensor:
         """`[LB, Tc, fQ, C]` -> `[LB, Tc * fQ, C]`."""
         batch, num_frames, num_frame_queries, channels = frame_queries.shape
@@ -219,14 +225,18 @@ class GenVISObjectDecoder(nn.Module):
         return queries + update
 
     # ------------------------------------------------------------------ one clip
-    def forward(self, frame_queries: torch.Tensor, memory: ClipMemory) -> ObjectDecoderOutput:
+    def forward(self, frame_queries: torch.Tensor, memory: ClipMemory,
+                frame_tokens: torch.Tensor | None = None) -> ObjectDecoderOutput:  # fmt: skip
         """
         Args:
             frame_queries: `[LB, Tc, fQ, C]` normalised frame-decoder queries of one clip.
             memory: state carried from the previous clips of the same `LB` sequences.
+            frame_tokens: optional `encode_clips(frame_queries)`, `[LB, Tc * fQ, C]`, when the caller encoded
+                several clips at once.
         """
         batch, num_frames, num_frame_queries, _ = frame_queries.shape
-        frame_tokens = self.encode_frame_queries(self.input_projection(frame_queries))  # [LB, Tc*fQ, C]
+        if frame_tokens is None:
+            frame_tokens = self.encode_clips(frame_queries)  # [LB, Tc*fQ, C]
         frame_similarity = (
             self.frame_similarity_embedder(frame_tokens) if self.frame_similarity_embedder is not None else None
         )
