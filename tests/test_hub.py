@@ -220,8 +220,8 @@ def test_segment_command_accepts_installed_names_with_the_directory_models_resul
     from transformers import pipeline
 
     assert named_loads["segment"]["code"] == 0, named_loads["segment"]
-    # the subprocess ran without the jit extension, hence without Winograd convolutions: the same kernels here
-    monkeypatch.setenv("GENVIS_HF_WINOGRAD", "0")
+    # the subprocess ran without the jit extension, hence without its inference kernels: the same ops here
+    monkeypatch.setenv("GENVIS_HF_INFERENCE_OPS", "0")
     segmenter = pipeline("video-instance-segmentation", model=str(hub["plain"]))
     segmenter.model.set_deformable_attention_backend("torch")
     expected = segmenter(str(hub["work"] / "video.mp4"))
@@ -315,7 +315,7 @@ def test_trust_remote_code_outputs_are_identical_to_the_package(remote_loads, hu
     processor = GenVISVideoProcessor.from_pretrained(hub["exported"])
     video = hub["video"]
     inputs = processor(videos=[video], return_tensors="pt")
-    monkeypatch.setenv("GENVIS_HF_WINOGRAD", "0")  # the exported code has no compiled kernels (nor Winograd)
+    monkeypatch.setenv("GENVIS_HF_INFERENCE_OPS", "0")  # the exported code has no compiled kernels
     with torch.no_grad():
         outputs = model(**inputs)
     result = processor.post_process_video_instance_segmentation(outputs, target_sizes=[video.shape[1:3]])[0]

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from deformable_attention_helpers import require_backend
-from genvis_hf.modeling import winograd
+from genvis_hf.modeling import inference_ops, winograd
+from genvis_hf.modeling.inference_ops import inference_ops_disabled
 from genvis_hf.modeling.backbone_resnet import ConvFrozenBN
 from genvis_hf.modeling.layers import ConvNormActivation
 
@@ -76,14 +77,14 @@ def test_conv_norm_activation_runs_3x3_convs_by_winograd_at_inference_only(monke
     x = torch.randn(2, 64, 17, 23)
     with torch.no_grad():
         fast = block(x)
-        with winograd.winograd_disabled():
+        with inference_ops_disabled():
             reference = block(x)
     assert len(calls) == 1  # the disabled block ran torch's convolution
     assert torch.allclose(fast, reference, atol=2e-5, rtol=0)
     training = block(x.requires_grad_())  # autograd: torch's convolution, gradients flow to the weight
     training.sum().backward()
     assert len(calls) == 1 and block.conv.weight.grad is not None
-    monkeypatch.setenv(winograd.DISABLE_ENV, "0")
+    monkeypatch.setenv(inference_ops.DISABLE_ENV, "0")
     with torch.no_grad():
         assert torch.equal(block(x), reference)
     assert len(calls) == 1
@@ -101,7 +102,7 @@ def test_transformed_weights_follow_in_place_weight_changes():
         before = block(x)
         block.conv.weight.mul_(-1.0)  # as an optimizer step or load_state_dict would
         after = block(x)
-        with winograd.winograd_disabled():
+        with inference_ops_disabled():
             reference = block(x)
     assert not torch.allclose(before, after)
     assert torch.allclose(after, reference, atol=2e-5, rtol=0)

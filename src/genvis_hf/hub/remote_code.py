@@ -413,7 +413,7 @@ def _compare_with_package(model_dir, remote_model, remote_processor, num_frames:
     import torch
 
     from ..modeling.modeling_genvis import GenVISForVideoInstanceSegmentation
-    from ..modeling.winograd import winograd_disabled
+    from ..modeling.inference_ops import inference_ops_disabled
     from ..processing.video_processing_genvis import GenVISVideoProcessor
 
     model = GenVISForVideoInstanceSegmentation.from_pretrained(model_dir).eval()
@@ -426,7 +426,7 @@ def _compare_with_package(model_dir, remote_model, remote_processor, num_frames:
         raise RemoteCodeExportError("the exported video processor gives different pixel values")
     # the model on a small input (the processor's full test size would only cost time)
     pixel_values = torch.randn(1, num_frames, 3, 64, 96, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), winograd_disabled():  # the exported code has no compiled kernels
+    with torch.no_grad(), inference_ops_disabled():  # the exported code has no compiled kernels
         expected, actual = model(pixel_values), remote_model(pixel_values)
     for key, value in expected.items():
         if isinstance(value, torch.Tensor) and not torch.equal(value, actual[key]):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.cpu import cpu_vendor
+from .inference_ops import inference_op
 from .winograd import transform_weight, winograd_applies, winograd_conv3x3
 
 
@@ -222,6 +223,24 @@ class GenVISAttention(nn.Module):
         """Project `[B, N, C]` with the q (0), k (1) or v (2) slice and split heads: `[B, h, N, d]`."""
         return self._split_heads(linear(x, *self.projection(index)))
 
+    def _masked_attention_kernel(self, query: torch.Tensor, attention_mask: torch.Tensor | None):
+        """The compiled masked-attention kernel where it applies: CPU float32 inference with a contiguous boolean
+        mask `[B, 1, Nq, Nk]` shared by the heads (Mask2Former's masked cross-attention; 1.3-1.5x SDPA's speed
+        at 700-3000 keys). None otherwise."""
+        if (
+            attention_mask is None
+            or attention_mask.dtype != torch.bool
+            or attention_mask.dim() != 4
+            or attention_mask.shape[:3] != (query.shape[0], 1, query.shape[1])
+            or not attention_mask.is_contiguous()
+            or torch.is_grad_enabled()
+            or (self.training and self.dropout > 0)
+            or query.device.type != "cpu"
+            or query.dtype != torch.float32
+        ):
+            return None
+        return inference_op("masked_attention")
+
     def forward(
         self,
         query: torch.Tensor,
@@ -242,6 +261,12 @@ class GenVISAttention(nn.Module):
         Returns:
             `[B, Nq, C]`.
         """
+        kernel = self._masked_attention_kernel(query, attention_mask)
+        if kernel is not None:  # CPU inference with a boolean mask: see `inference_ops.py`
+            key = projected_key if projected_key is not None else linear(key, *self.projection(1))
+            value = projected_value if projected_value is not None else linear(value, *self.projection(2))
+            out = kernel(linear(query, *self.projection(0)), key, value, attention_mask[:, 0], self.num_heads)
+            return self.out_proj(out)
         q = self._project(query, 0)
         k = self._split_heads(projected_key) if projected_key is not None else self._project(key, 1)
         v = self._split_heads(projected_value) if projected_value is not None else self._project(value, 2)

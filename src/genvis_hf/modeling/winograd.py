@@ -13,22 +13,16 @@ interpolation points are chosen for accuracy, see the C++ file). The parity test
 run through this path with their unchanged tolerances.
 
 Used only where it is exact up to that rounding and faster: float32, CPU, no autograd, 3x3 kernel, stride 1,
-padding 1, no dilation, no groups, and the jit extension loadable. `GENVIS_HF_WINOGRAD=0` turns it off (and
-`winograd_disabled()` within a block).
+padding 1, no dilation, no groups, and the jit extension loadable; `GENVIS_HF_INFERENCE_OPS=0` (or
+`inference_ops_disabled()` within a block) turns it off, see `inference_ops.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import os
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
-DISABLE_ENV = "GENVIS_HF_WINOGRAD"
-_enabled = contextvars.ContextVar("genvis_hf_winograd_enabled", default=True)
+from .inference_ops import inference_op
 
 # G [6, 3] of F(4x4, 3x3) with interpolation points 0, -1, 1, 1/2, -2 and infinity: row j evaluates the filter
 # polynomial at point p_j, divided by prod_{l != j} (p_j - p_l) (the last row: its leading coefficient).
@@ -50,32 +44,10 @@ def transform_weight(weight: torch.Tensor) -> torch.Tensor:
     return transformed.reshape(36, weight.shape[1], weight.shape[0]).float().contiguous()
 
 
-def _kernel():
-    """The compiled kernel (jit CPU extension), or None where it cannot be had (no compiler, disabled, failed
-    build; and always in the code exported for `trust_remote_code`, whose dispatch module has no kernels)."""
-    from .deformable_attention.dispatch import winograd_conv3x3_kernel
-
-    return winograd_conv3x3_kernel()
-
-
-@contextlib.contextmanager
-def winograd_disabled() -> Iterator[None]:
-    """Within the block, 3x3 convolutions run as torch's own (for bit-exact comparisons with code that has no
-    Winograd path, e.g. the code exported for `trust_remote_code`). `GENVIS_HF_WINOGRAD=0` does the same for
-    the whole process."""
-    token = _enabled.set(False)
-    try:
-        yield
-    finally:
-        _enabled.reset(token)
-
-
 def winograd_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     """Whether `conv(x)` can run as `winograd_conv3x3` (see the module docstring)."""
     return (
-        _enabled.get()
-        and os.environ.get(DISABLE_ENV, "1") not in ("0", "false", "False")
-        and not torch.is_grad_enabled()
+        not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and x.dim() == 4
@@ -86,7 +58,7 @@ def winograd_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
         and tuple(conv.dilation) == (1, 1)
         and conv.groups == 1
         and conv.padding_mode == "zeros"
-        and _kernel() is not None
+        and inference_op("winograd_conv3x3") is not None
     )
 
 
@@ -102,7 +74,7 @@ def winograd_conv3x3(x: torch.Tensor, transformed_weight: torch.Tensor, bias: to
     Returns:
         `[N, C_out, H, W]`, channels-last.
     """
-    kernel = _kernel()
+    kernel = inference_op("winograd_conv3x3")
     if kernel is None:
         raise RuntimeError("winograd_conv3x3 needs the jit CPU extension, which is unavailable here")
     x = x.contiguous(memory_format=torch.channels_last)

@@ -57,8 +57,8 @@ def inference_kernel_from_projections(backend: str, device: torch.device) -> Non
     return None
 
 
-def winograd_conv3x3_kernel() -> None:
-    """No compiled kernels in the exported code: its 3x3 convolutions are torch's own."""
+def cpu_inference_kernel(name: str) -> None:
+    """No compiled kernels in the exported code: its convolutions and attention are torch's own."""
     return None
 
 

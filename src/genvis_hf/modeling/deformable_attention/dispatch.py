@@ -136,11 +136,12 @@ def inference_kernel_from_projections(backend: str, device: torch.device) -> Cal
     return jit_build.load_extension("cpu").forward_from_projections
 
 
-def winograd_conv3x3_kernel() -> Callable[..., torch.Tensor] | None:
-    """The jit CPU extension's Winograd 3x3 convolution (`csrc/winograd_cpu.cpp`, used by `modeling/winograd.py`),
-    or None where the extension cannot be had (no compiler, `GENVIS_HF_DISABLE_JIT`, a failed build)."""
+def cpu_inference_kernel(name: str) -> Callable[..., torch.Tensor] | None:
+    """Function `name` of the jit CPU extension (`winograd_conv3x3`, `masked_attention`: see
+    `modeling/inference_ops.py`), or None where the extension cannot be had (no compiler,
+    `GENVIS_HF_DISABLE_JIT`, a failed build)."""
     try:
-        return jit_build.load_extension("cpu").winograd_conv3x3
+        return getattr(jit_build.load_extension("cpu"), name)
     except jit_build.JitBuildError:
         return None
 

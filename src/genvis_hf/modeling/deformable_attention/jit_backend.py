@@ -6,8 +6,8 @@ Two extensions, built only for the device type that needs them:
 
 - `genvis_ms_deform_attn_cpu[_avx2]`: `ms_deform_attn.cpp` + `ms_deform_attn_cpu.cpp` (-O3, OpenMP through
   `at::parallel_for`, so it runs on `torch.get_num_threads()` threads; AVX2+FMA where torch itself uses
-  AVX2 or AVX-512, see `_cpu_isa`), and `winograd_cpu.cpp`: the Winograd 3x3 convolution that
-  `modeling/winograd.py` uses at CPU inference (reached through `dispatch.winograd_conv3x3_kernel`).
+  AVX2 or AVX-512, see `_cpu_isa`), plus `winograd_cpu.cpp` and `masked_attention_cpu.cpp`: ops that replace
+  torch's at CPU inference (`modeling/inference_ops.py`, reached through `dispatch.cpu_inference_kernel`).
 - `genvis_ms_deform_attn_cuda[_avx2]`: the same plus `ms_deform_attn_cuda.cu` (nvcc), forward and backward.
 
 A missing toolchain (C++ compiler, ninja, nvcc) or a failed build makes the backend unavailable with a
@@ -61,7 +61,7 @@ def extension_name(device_type: str) -> str:
 
 
 def _sources(device_type: str) -> list[str]:
-    names = ["ms_deform_attn.cpp", "ms_deform_attn_cpu.cpp", "winograd_cpu.cpp"]
+    names = ["ms_deform_attn.cpp", "ms_deform_attn_cpu.cpp", "winograd_cpu.cpp", "masked_attention_cpu.cpp"]
     if device_type == "cuda":
         names.append("ms_deform_attn_cuda.cu")
     return [str(CSRC_DIR / name) for name in names]

@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "ms_deform_attn.h"
+#include "masked_attention.h"
 #include "winograd.h"
 
 namespace genvis_ms_deform_attn {
@@ -135,11 +136,34 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& transformed_w
   return genvis_winograd::conv3x3_cpu(x, transformed_weight, bias, relu);
 }
 
+at::Tensor masked_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                            const at::Tensor& allowed, int64_t num_heads) {
+  for (const at::Tensor* t : {&query, &key, &value}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->dim() == 3 && t->stride(2) == 1,
+                "masked_attention: query, key and value must be float32 CPU tensors [N, L, C] with a contiguous "
+                "last dim, got ", t->sizes(), " ", t->scalar_type(), " strides ", t->strides());
+  }
+  const auto n = query.size(0), channels = query.size(2);
+  TORCH_CHECK(num_heads > 0 && channels % num_heads == 0, "masked_attention: ", channels,
+              " channels do not split into ", num_heads, " heads");
+  TORCH_CHECK(key.size(0) == n && value.size(0) == n && key.size(2) == channels && value.size(2) == channels &&
+                  value.size(1) == key.size(1),
+              "masked_attention: key ", key.sizes(), " and value ", value.sizes(), " do not match query ",
+              query.sizes());
+  TORCH_CHECK(allowed.device().is_cpu() && allowed.scalar_type() == at::kBool && allowed.is_contiguous() &&
+                  allowed.dim() == 3 && allowed.size(0) == n && allowed.size(1) == query.size(1) &&
+                  allowed.size(2) == key.size(1),
+              "masked_attention: allowed must be a contiguous bool [", n, ", ", query.size(1), ", ", key.size(1),
+              "] tensor, got ", allowed.sizes(), " ", allowed.scalar_type());
+  return genvis_attention::masked_attention_cpu(query, key, value, allowed, num_heads);
+}
+
 }  // namespace
 }  // namespace genvis_ms_deform_attn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "genvis_hf kernels: multi-scale deformable attention; Winograd 3x3 convolution (CPU inference)";
+  m.doc() = "genvis_hf kernels: multi-scale deformable attention; Winograd 3x3 convolution and masked attention "
+            "(CPU inference)";
   m.def("forward", &genvis_ms_deform_attn::forward, "multi-scale deformable attention forward");
   m.def("forward_from_projections", &genvis_ms_deform_attn::forward_from_projections,
         "inference forward on CPUs from the offset and attention-logit projections (softmax and sampling "
@@ -149,6 +173,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("winograd_conv3x3", &genvis_ms_deform_attn::winograd_conv3x3,
         "relu?(conv3x3(x) + bias?), stride 1, padding 1, by Winograd F(4x4, 3x3) on CPUs: x [N, C, H, W] "
         "channels-last, transformed_weight [36, C, K]; returns [N, K, H, W] channels-last");
+  m.def("masked_attention", &genvis_ms_deform_attn::masked_attention,
+        "softmax(Q K^T / sqrt(d) over allowed keys) V per head on CPUs: query [N, Lq, C], key / value [N, S, C], "
+        "allowed bool [N, Lq, S]; returns [N, Lq, C]");
 #ifdef GENVIS_WITH_CUDA
   m.attr("with_cuda") = true;
 #else
