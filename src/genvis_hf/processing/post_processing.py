@@ -82,8 +82,15 @@ class MaskRenderer:
         # a count of ones is exact in float32 below 2**24 pixels a row, in float64 beyond
         count_dtype = torch.float32 if soft.shape[1] < 2**24 else torch.float64
         self.denominator += hard.sum(1, dtype=count_dtype).to(torch.float32)
-        resized = F.interpolate(logits, size=self.target_size, mode="bilinear", align_corners=False)
-        return torch.gt(resized, 0.0) if out is None else torch.gt(resized, 0.0, out=out)
+        if out is None:
+            out = torch.empty((*logits.shape[:2], *self.target_size), dtype=torch.bool, device=logits.device)
+        # Frame by frame: the same values (bilinear resizing is per frame), with the [k, 1, h, w] float
+        # intermediate reused from cache instead of a [k, Tc, h, w] one (semi-online: 11 -> 8 ms a frame).
+        for frame in range(logits.shape[1]):
+            resized = F.interpolate(logits[:, frame : frame + 1], size=self.target_size, mode="bilinear",
+                                    align_corners=False)  # fmt: skip
+            torch.gt(resized, 0.0, out=out[:, frame : frame + 1])
+        return out
 
     def rescored(self, scores: torch.Tensor) -> torch.Tensor:
         """Final scores: class score x mean foreground probability of the mask over the whole video."""
