@@ -226,7 +226,7 @@ class GenVISAttention(nn.Module):
     def _masked_attention_kernel(self, query: torch.Tensor, attention_mask: torch.Tensor | None):
         """The compiled masked-attention kernel where it applies: CPU float32 inference with a contiguous boolean
         mask `[B, 1, Nq, Nk]` shared by the heads (Mask2Former's masked cross-attention; 1.3-1.5x SDPA's speed
-        at 700-3000 keys). None otherwise."""
+        at 700-3000 keys; a query with no allowed key gets zeros, as with SDPA). None otherwise."""
         if (
             attention_mask is None
             or attention_mask.dtype != torch.bool

@@ -12,7 +12,7 @@
 //
 // Shapes: query [N, Lq, C], key / value [N, S, C] (last dim contiguous, any row strides: e.g. slices of a
 // stacked projection), allowed bool [N, Lq, S] contiguous (True = may attend), C = heads * head_dim.
-// Output [N, Lq, C] contiguous. A query row with no allowed key gets zeros.
+// Output [N, Lq, C] contiguous. A query row with no allowed key gets zeros (as SDPA's CPU kernel).
 #include "masked_attention.h"
 
 #include "exp_nonpositive.h"
