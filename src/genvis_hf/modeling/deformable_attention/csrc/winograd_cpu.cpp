@@ -61,7 +61,7 @@ inline void output_rows(const float (*m)[W], float (*o)[W], int si, int so) {
 }
 
 struct Geometry {
-  int64_t batch, height, width, tiles_y, tiles_x, tiles;
+  int64_t height, width, tiles_y, tiles_x, tiles;
 };
 
 // V[k, tile, c0:c0+W] for one tile: its 6x6 window (zero outside the map), rows then columns transformed.
@@ -163,7 +163,7 @@ at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& transformed_weight
   const int64_t batch = x.size(0), in_channels = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t out_channels = transformed_weight.size(2);
   const int64_t tiles_y = (height + kTile - 1) / kTile, tiles_x = (width + kTile - 1) / kTile;
-  const Geometry g{batch, height, width, tiles_y, tiles_x, batch * tiles_y * tiles_x};
+  const Geometry g{height, width, tiles_y, tiles_x, batch * tiles_y * tiles_x};
 
   // [36, tiles, C_in]: each tile's transformed window, position-major so that every position is one GEMM operand.
   at::Tensor v = at::empty({kPositions, g.tiles, in_channels}, x.options());
