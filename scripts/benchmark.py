@@ -119,42 +119,51 @@ def run_once(model, processor, frames, target_size, clip_length):
     return processor.post_process_video_instance_segmentation(outputs, target_sizes=[target_size])[0]
 
 
-def measure_mode(model, processor, frames, target_size, clip_length, runs, device) -> dict:
+def measure_mode(model, processor, frames, target_size, clip_length, runs, device, split_stages=True) -> dict:
+    """Seconds per frame over `runs` timed runs after one warm-up; with `split_stages`, also per stage (hooks on
+    the stage modules: not with a compiled model, whose hooks dynamo would trace)."""
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     inner = model.model
-    timer = StageTimer({"backbone": inner.backbone, "pixel_decoder": inner.pixel_decoder,
-                        "frame_decoder": inner.frame_decoder, "object_decoder": inner.object_decoder}, synchronize)  # fmt: skip
-    timer.time_method(inner.object_decoder, "encode_clips", "object_decoder")  # a chunk's clips encoded at once
-    encoder_timer = _EncoderTimer(inner.pixel_decoder, synchronize)
+    stage_modules = {"backbone": inner.backbone, "pixel_decoder": inner.pixel_decoder,
+                     "frame_decoder": inner.frame_decoder, "object_decoder": inner.object_decoder}  # fmt: skip
+    timer = StageTimer(stage_modules if split_stages else {}, synchronize)
+    if split_stages:
+        timer.time_method(inner.object_decoder, "encode_clips", "object_decoder")  # a chunk's clips encoded at once
+    encoder_timer = _EncoderTimer(inner.pixel_decoder, synchronize) if split_stages else None
     count = len(frames)
     times, stages = [], []
     with torch.inference_mode():
         for run in range(runs + 1):
             timer.totals.clear()
-            encoder_timer.total = 0.0
+            if encoder_timer is not None:
+                encoder_timer.total = 0.0
             synchronize()
             start = time.perf_counter()
             result = run_once(model, processor, frames, target_size, clip_length)
             synchronize()
             elapsed = time.perf_counter() - start
             if run == 0:
-                continue  # warm-up
+                print(f"  clip {clip_length}, warm-up: {elapsed:.2f} s", file=sys.stderr)
+                continue
             times.append(elapsed / count)
-            split = {k: v / count for k, v in timer.totals.items()}
-            split["msdeform_encoder"] = encoder_timer.total / count
-            split["other"] = elapsed / count - sum(timer.totals.values()) / count
-            stages.append(split)
+            if split_stages:
+                split = {k: v / count for k, v in timer.totals.items()}
+                split["msdeform_encoder"] = encoder_timer.total / count
+                split["other"] = elapsed / count - sum(timer.totals.values()) / count
+                stages.append(split)
             print(f"  clip {clip_length}, run {run}: {elapsed:.2f} s, {elapsed / count:.4f} s/frame, "
                   f"{len(result['scores'])} instances", file=sys.stderr)  # fmt: skip
     median = statistics.median(times)
-    return {
+    result = {
         "median_s_per_frame": round(median, 4),
         "min_s_per_frame": round(min(times), 4),
         "max_s_per_frame": round(max(times), 4),
         "frames_per_s": round(1.0 / median, 3),
         "runs": [round(t, 4) for t in times],
-        "stages_s_per_frame": {k: round(statistics.median(s[k] for s in stages), 4) for k in (*STAGES, "other")},
     }
+    if split_stages:
+        result["stages_s_per_frame"] = {k: round(statistics.median(s[k] for s in stages), 4) for k in (*STAGES, "other")}
+    return result
 
 
 class _EncoderTimer:
@@ -249,6 +258,36 @@ def compare_bf16(args, frames, source_size) -> dict:
     }  # fmt: skip
 
 
+def compare_compile(args, frames, source_size) -> dict:
+    """Speed of `model.compile_for_inference()` (inductor) against the same model eager, on the same frames, per
+    mode; the warm-up run of the compiled model is its compilation. Both timed without stage hooks."""
+    model, processor = build(args)
+    modes = {mode: 1 if mode == "online" else 3 for mode in args.modes}
+    eager, compiled, report = {}, {}, {}
+    for mode, clip_length in modes.items():
+        eager[mode] = measure_mode(model, processor, frames, source_size, clip_length, args.runs, args.device, False)
+        with torch.inference_mode():
+            eager[mode]["result"] = run_once(model, processor, frames, source_size, clip_length)
+    model.compile_for_inference()
+    for mode, clip_length in modes.items():
+        start = time.perf_counter()
+        with torch.inference_mode():
+            result = run_once(model, processor, frames, source_size, clip_length)
+        compile_s = time.perf_counter() - start
+        compiled[mode] = measure_mode(model, processor, frames, source_size, clip_length, args.runs, args.device, False)
+        reference = eager[mode]["result"]
+        same_labels = torch.equal(reference["labels"], result["labels"])
+        report[mode] = {
+            "eager_s_per_frame": eager[mode]["median_s_per_frame"],
+            "compiled_s_per_frame": compiled[mode]["median_s_per_frame"],
+            "compiled_over_eager_speedup": round(eager[mode]["median_s_per_frame"] / compiled[mode]["median_s_per_frame"], 3),
+            "first_compiled_run_s": round(compile_s, 1),
+            "labels_equal": same_labels,
+            "score_max_abs_diff": float((reference["scores"] - result["scores"]).abs().max()) if same_labels else None,
+        }  # fmt: skip
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="genvis-r50-ytvis19")
@@ -268,6 +307,9 @@ def main() -> None:
     parser.add_argument("--baseline-json", type=Path, help="JSON line(s) of time_original.py to compare with")
     parser.add_argument("--compare-bf16", action="store_true",
                         help="only: bf16 vs fp32 speed-up and deviation (label agreement, mask IoU) at the model's mode")
+    parser.add_argument("--compile", action="store_true",
+                        help="only: the opt-in torch.compile path (model.compile_for_inference()) vs the same model "
+                             "eager, per mode: s/frame, compile time (the warm-up), deviation")
     parser.add_argument("--default-allocator", action="store_true",
                         help="do not tune glibc malloc (genvis-hf commands tune it, see genvis_hf.utils.cpu)")
     args = parser.parse_args()
@@ -281,6 +323,13 @@ def main() -> None:
         frames, source_size = load_frames(args.video, args.frames, config_size, round(config_size * 4 / 3))
         print(json.dumps({"cpu": cpu_name(), "device": args.device, "model": args.model or args.preset,
                           "frames": args.frames, **compare_bf16(args, frames, source_size)}))  # fmt: skip
+        return
+    if args.compile:
+        config_size = build(args)[0].config.test_min_size
+        frames, source_size = load_frames(args.video, args.frames, config_size, round(config_size * 4 / 3))
+        print(json.dumps({"cpu": cpu_name(), "device": args.device, "dtype": args.dtype, "threads": args.threads,
+                          "model": args.model or args.preset, "frames": args.frames,
+                          "compile": compare_compile(args, frames, source_size)}))  # fmt: skip
         return
 
     model, processor = build(args)

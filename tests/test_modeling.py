@@ -355,3 +355,25 @@ def test_one_video_inference_writes_mask_features_into_one_video_tensor(monkeypa
     model.frames_per_call = 1  # clip by clip: the concatenating path
     reference = _run(model, processor, [_video(7, 64, 96, seed=4)])
     torch.testing.assert_close(outputs.mask_features, reference.mask_features, rtol=0, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes on the graph breaks it expects
+def test_compile_for_inference_gives_the_eager_outputs():
+    """The opt-in `torch.compile` path: dynamo captures the per-frame stages (graph breaks at the compiled CPU ops
+    included) and the clip loop with its growing memory, and the outputs equal the eager model's. The `eager`
+    backend checks the capture without inductor's minutes of code generation (inductor's numerics are torch's;
+    scripts/benchmark.py --compile measures the inductor path)."""
+    torch._dynamo.reset()
+    model = tiny_model(clip_length=1)
+    processor = GenVISVideoProcessor()
+    video = [_video(5, 64, 96, seed=5)]
+    eager = _run(model, processor, video)
+    model.compile_for_inference(backend="eager")
+    try:
+        compiled = _run(model, processor, video)
+    finally:
+        torch._dynamo.reset()
+    for key in ("class_queries_logits", "mask_embeddings", "mask_features", "propagated_queries", "memory_keys"):
+        torch.testing.assert_close(getattr(compiled, key), getattr(eager, key), rtol=0, atol=1e-6, msg=key)
+    assert all(getattr(model, name)._compiled_call_impl is not None
+               for name in ("backbone", "pixel_decoder", "frame_decoder", "object_decoder"))  # fmt: skip
