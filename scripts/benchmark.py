@@ -318,18 +318,15 @@ def main() -> None:
         from genvis_hf.utils import tune_memory_allocator
 
         tune_memory_allocator()
-    if args.compare_bf16:
+    if args.compare_bf16 or args.compile:  # one comparison instead of the full report
         config_size = build(args)[0].config.test_min_size
         frames, source_size = load_frames(args.video, args.frames, config_size, round(config_size * 4 / 3))
-        print(json.dumps({"cpu": cpu_name(), "device": args.device, "model": args.model or args.preset,
-                          "frames": args.frames, **compare_bf16(args, frames, source_size)}))  # fmt: skip
-        return
-    if args.compile:
-        config_size = build(args)[0].config.test_min_size
-        frames, source_size = load_frames(args.video, args.frames, config_size, round(config_size * 4 / 3))
-        print(json.dumps({"cpu": cpu_name(), "device": args.device, "dtype": args.dtype, "threads": args.threads,
-                          "model": args.model or args.preset, "frames": args.frames,
-                          "compile": compare_compile(args, frames, source_size)}))  # fmt: skip
+        header = {"cpu": cpu_name(), "device": args.device, "threads": args.threads,
+                  "model": args.model or args.preset, "frames": args.frames}  # fmt: skip
+        if args.compare_bf16:
+            print(json.dumps({**header, **compare_bf16(args, frames, source_size)}))
+        else:
+            print(json.dumps({**header, "dtype": args.dtype, "compile": compare_compile(args, frames, source_size)}))
         return
 
     model, processor = build(args)
