@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.files import current_umask, write_text_atomic
+
 # What the Hub's default .gitattributes stores with LFS (the extensions a model repo can hold here), and the
 # size above which the Hub refuses non-LFS files.
 _LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".pkl", ".npz", ".npy",
@@ -170,7 +172,7 @@ def install_to_cache(
                 fd, temp = tempfile.mkstemp(dir=blob.parent, prefix=f"{entry.etag}.", suffix=".incomplete")
                 os.close(fd)
                 shutil.copyfile(model_dir / name, temp)
-                os.chmod(temp, 0o644 & ~_umask())
+                os.chmod(temp, 0o644 & ~current_umask())
                 os.replace(temp, blob)
         snapshot = storage / "snapshots" / commit
         if not snapshot.is_dir():
@@ -196,28 +198,13 @@ def install_to_cache(
             name: {"size": e.size, "blob_id": e.blob_id, **({"lfs_sha256": e.lfs_sha256, "lfs_size": e.size}
                                                              if e.lfs_sha256 else {})}
             for name, e in sorted(entries.items())}}  # fmt: skip
-        _write_atomic(storage / "trees" / f"{commit}.json", json.dumps(tree, indent=1))
+        write_text_atomic(storage / "trees" / f"{commit}.json", json.dumps(tree, indent=1))
         for name in missing_files:
             if name not in entries:
                 marker = storage / ".no_exist" / commit / name
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
-        _write_atomic(storage / "refs" / revision, commit)
+        write_text_atomic(storage / "refs" / revision, commit)
     except OSError as error:
         raise CacheInstallError(f"cannot install into {cache}: {error}") from error
     return storage / "snapshots" / commit
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(temp, 0o644 & ~_umask())
-    os.replace(temp, path)

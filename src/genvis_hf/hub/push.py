@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.errors import one_line
+
 
 class HubPushError(RuntimeError):
     """The push did not happen (or did not complete); the message says why in one line."""
@@ -54,11 +56,6 @@ def check_push_possible(repo_id: str, token: str | None = None) -> str:
     return token
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
-
-
 def push_to_hub(
     model_dir: str | Path,
     repo_id: str,
@@ -92,5 +89,5 @@ def push_to_hub(
             ignore_patterns=[".*", "__pycache__/*", "*.pyc"],
         )
     except Exception as error:  # network, authentication, permission, quota: all mean "not pushed"
-        raise HubPushError(f"push to {repo_id} failed, nothing was committed: {_one_line(error)}") from error
+        raise HubPushError(f"push to {repo_id} failed, nothing was committed: {one_line(error)}") from error
     return PushResult(repo_id=repo_id, commit_url=str(commit.commit_url), commit_oid=str(commit.oid))
