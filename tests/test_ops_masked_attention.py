@@ -1,17 +1,14 @@
-"""The compiled masked-attention op used at CPU inference for Mask2Former's masked cross-attention
-(`deformable_attention/csrc/masked_attention_cpu.cpp`, reached through `genvis_hf.modeling.inference_ops`):
-equal to `scaled_dot_product_attention` up to rounding, on the layouts the frame decoder passes, and used only
-where it applies."""
+"""The masked-attention operator (`torch.ops.genvis.masked_attention`, `genvis_hf/ops/masked_attention/`) against
+SDPA in float64: frame-decoder shapes, odd key counts, inference mode, rows with no allowed key, bad inputs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from deformable_attention_helpers import require_backend
-from genvis_hf.modeling.inference_ops import inference_op, inference_ops_disabled
-from genvis_hf.modeling.layers import GenVISAttention
+
+from genvis_hf.ops.masked_attention import masked_attention, reference
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +36,7 @@ def test_masked_attention_matches_sdpa(batch, queries, keys, heads, channels, in
     key, value = stacked[..., channels : 2 * channels], stacked[..., 2 * channels :]
     allowed = torch.rand(batch, queries, keys, generator=generator) > 0.6
     allowed[:, :, 0] = True  # every query attends somewhere (the frame decoder guarantees it)
-    op = inference_op("masked_attention")
+    op = masked_attention
     with torch.inference_mode(inference_mode), torch.no_grad():
         actual = op(query, key, value, allowed, heads)
     expected = _sdpa(query.double(), key.double(), value.double(), allowed, heads)
@@ -54,7 +51,7 @@ def test_a_query_with_no_allowed_key_gets_zeros_and_extreme_scores_stay_finite()
     key, value = torch.randn(1, 9, 16) * 30, torch.randn(1, 9, 16)
     allowed = torch.ones(1, 3, 9, dtype=torch.bool)
     allowed[0, 1] = False
-    out = inference_op("masked_attention")(query, key, value, allowed, 2)
+    out = masked_attention(query, key, value, allowed, 2)
     assert torch.equal(out[0, 1], torch.zeros(16))  # what SDPA gives for such a row
     assert torch.equal(_sdpa(query, key, value, allowed, 2)[0, 1], torch.zeros(16))
     rows = [0, 2]
@@ -62,37 +59,17 @@ def test_a_query_with_no_allowed_key_gets_zeros_and_extreme_scores_stay_finite()
     torch.testing.assert_close(out[:, rows].double(), expected, rtol=0, atol=2e-6)
 
 
-def test_attention_layer_uses_the_op_for_boolean_masks_at_inference_only(monkeypatch):
-    calls = []
-    from genvis_hf.modeling import layers
-
-    lookup = layers.inference_op
-
-    def counting_lookup(name):  # the op as the layer finds it (None where switched off), counting its calls
-        op = lookup(name)
-        return None if op is None else (lambda *args: calls.append(name) or op(*args))
-
-    monkeypatch.setattr(layers, "inference_op", counting_lookup)
-    torch.manual_seed(0)
-    attention = GenVISAttention(64, 8).eval()
-    torch.nn.init.normal_(attention.in_proj_weight, std=0.2)
-    query, memory = torch.randn(2, 10, 64), torch.randn(2, 50, 64)
-    mask = torch.rand(2, 1, 10, 50) > 0.5
-    mask[..., 0] = True
-    with torch.no_grad():
-        fast = attention(query, memory, memory, mask)
-        with inference_ops_disabled():
-            reference = attention(query, memory, memory, mask)
-        attention(query, memory, memory, None)  # no mask: SDPA
-        attention(query, memory, memory, torch.zeros(2, 1, 10, 50))  # a float mask: SDPA
-    assert calls == ["masked_attention"]
-    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-6)
-    attention(query, memory, memory, mask).sum().backward()  # autograd: SDPA, gradients reach the weights
-    assert calls == ["masked_attention"] and attention.in_proj_weight.grad is not None
+def test_reference_is_sdpa_with_the_mask_shared_by_the_heads():
+    generator = torch.Generator().manual_seed(5)
+    query, key, value = (torch.randn(2, 6, 32, generator=generator) for _ in range(3))
+    allowed = torch.rand(2, 6, 6, generator=generator) > 0.5
+    allowed[..., 0] = True
+    torch.testing.assert_close(masked_attention(query, key, value, allowed, 4), reference(query, key, value, allowed, 4),
+                               rtol=0, atol=1e-6)  # fmt: skip
 
 
 def test_masked_attention_rejects_bad_inputs_with_clear_errors():
-    op = inference_op("masked_attention")
+    op = masked_attention
     query, key = torch.randn(1, 4, 16), torch.randn(1, 6, 16)
     with pytest.raises(RuntimeError, match=r"allowed must be a contiguous bool \[1, 4, 6\]"):
         op(query, key, key, torch.ones(1, 4, 5, dtype=torch.bool), 2)

@@ -2,8 +2,8 @@
 // up to ~3000 pixels of one level, restricted by a boolean mask shared by the heads).
 //
 // torch's scaled_dot_product_attention runs its flash kernel on such inputs as blocks of 32 queries x 512 keys:
-// ~1500 tiny GEMM calls per call for 4 frames x 8 heads, plus a float copy of the mask; ~11 ms for 4 frames at
-// 2880 keys on 2 cores, of which the arithmetic is ~3. Here one task per (batch, head), each with three steps on
+// ~1500 tiny GEMM calls per call for 4 frames x 8 heads, plus a float copy of the mask: most of its time is call
+// overhead, not arithmetic (docs/performance.md). Here one task per (batch, head), each with three steps on
 // a [Lq, S] score block that stays in the core's cache:
 //     scores = Q_h K_h^T                          one GEMM (at::mm_out: MKL, single-threaded inside the task)
 //     p = exp(scale * scores - row max)           over allowed keys only (others 0), vectorised; row sums kept

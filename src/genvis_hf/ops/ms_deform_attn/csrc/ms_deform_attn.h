@@ -1,4 +1,6 @@
-// Multi-scale deformable attention: device entry points (CPU always, CUDA when built with GENVIS_WITH_CUDA).
+// Multi-scale deformable attention: the kernels behind the registered operators genvis::ms_deform_attn,
+// genvis::ms_deform_attn_backward (CPU; CUDA in the CUDA library, built with GENVIS_WITH_CUDA) and
+// genvis::ms_deform_attn_from_projections (CPU).
 //
 // Shapes (N batch, S flattened pixels of all levels, M heads, D channels per head, Lq queries,
 // L levels, P points per head and level):
@@ -20,7 +22,7 @@
 
 #include <ATen/ATen.h>
 
-#include <vector>
+#include <tuple>
 
 namespace genvis_ms_deform_attn {
 
@@ -28,9 +30,10 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
                        const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                        const at::Tensor& attention_weights);
 
-std::vector<at::Tensor> backward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                      const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                                     const at::Tensor& attention_weights, const at::Tensor& grad_output);
+                                                        const at::Tensor& attention_weights,
+                                                        const at::Tensor& grad_output);
 
 at::Tensor forward_from_projections_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                         const at::Tensor& level_start_index, const at::Tensor& reference_points,
@@ -41,9 +44,10 @@ at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shape
                         const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                         const at::Tensor& attention_weights);
 
-std::vector<at::Tensor> backward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                       const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                                      const at::Tensor& attention_weights, const at::Tensor& grad_output);
+                                                         const at::Tensor& attention_weights,
+                                                         const at::Tensor& grad_output);
 #endif
 
 }  // namespace genvis_ms_deform_attn

@@ -397,7 +397,7 @@ at::Tensor forward_from_projections_cpu(const at::Tensor& value, const at::Tenso
   return output;
 }
 
-std::vector<at::Tensor> backward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                      const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                                      const at::Tensor& attention_weights, const at::Tensor& grad_output) {
   const Dims d = dims_of(value, sampling_locations);
@@ -415,7 +415,7 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& value, const at::Tensor& 
           grad_weights.mutable_data_ptr<scalar_t>(), d);
     });
   }
-  return {grad_value.to(value.scalar_type()), grad_locations, grad_weights};
+  return std::make_tuple(grad_value.to(value.scalar_type()), grad_locations, grad_weights);
 }
 
 }  // namespace genvis_ms_deform_attn

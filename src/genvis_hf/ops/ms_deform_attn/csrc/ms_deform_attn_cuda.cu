@@ -1,4 +1,6 @@
-// CUDA kernels of multi-scale deformable attention (see ms_deform_attn.h for shapes).
+// CUDA kernels of multi-scale deformable attention (see ms_deform_attn.h for shapes), registered as the CUDA
+// implementations of genvis::ms_deform_attn and genvis::ms_deform_attn_backward (the schemas are defined by the
+// CPU library, ms_deform_attn_ops.cpp, which is always loaded first).
 //
 // Forward: one thread per output element (n, q, head, channel); consecutive threads read consecutive
 // channels of a pixel, so a warp's value loads are coalesced. Accumulation is in float for half/bfloat16.
@@ -10,8 +12,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
 
 #include "ms_deform_attn.h"
+#include "ms_deform_attn_checks.h"
 #include "ms_deform_attn_sampling.h"
 
 namespace genvis_ms_deform_attn {
@@ -159,7 +163,7 @@ at::Tensor forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shape
   return output;
 }
 
-std::vector<at::Tensor> backward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                       const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                                       const at::Tensor& attention_weights, const at::Tensor& grad_output) {
   const c10::cuda::CUDAGuard device_guard(value.device());
@@ -181,7 +185,33 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& value, const at::Tensor&
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  return {grad_value.to(value.scalar_type()), grad_locations, grad_weights};
+  return std::make_tuple(grad_value.to(value.scalar_type()), grad_locations, grad_weights);
 }
 
 }  // namespace genvis_ms_deform_attn
+
+namespace genvis_ms_deform_attn {
+namespace {
+
+at::Tensor checked_forward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                                const at::Tensor& attention_weights) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  return forward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> checked_backward_cuda(
+    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights, const at::Tensor& grad_output) {
+  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  check_grad_output(value, sampling_locations, grad_output);
+  return backward_cuda(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output);
+}
+
+}  // namespace
+}  // namespace genvis_ms_deform_attn
+
+TORCH_LIBRARY_IMPL(genvis, CUDA, m) {
+  m.impl("ms_deform_attn", &genvis_ms_deform_attn::checked_forward_cuda);
+  m.impl("ms_deform_attn_backward", &genvis_ms_deform_attn::checked_backward_cuda);
+}
