@@ -67,9 +67,11 @@ def child(video: str, config_name: str, in_memory: bool, frames_per_call: int) -
     from genvis_hf.inference import segment_video
     from genvis_hf.processing.video_io import read_video
 
-    model = build_model(config_name)
     if frames_per_call:
-        model.base_model.frames_per_call = frames_per_call
+        from genvis_hf.settings import set_settings
+
+        set_settings(frames_per_call=frames_per_call)
+    model = build_model(config_name)
     processor = GenVISVideoProcessor.from_model_config(model.config)
     if in_memory:
         frames = read_video(video)
@@ -91,8 +93,8 @@ def main() -> None:
     parser.add_argument("--config", choices=["tiny", "r50"], default="tiny")
     parser.add_argument("--in-memory", action="store_true", help="measure the non-streaming path instead")
     parser.add_argument("--frames-per-call", type=int, default=0,
-                        help="GenVISModel.frames_per_call (frames per call of the per-frame stages; "
-                             "default: the model's)")
+                        help="genvis_hf.settings frames_per_call (frames per call of the per-frame stages at "
+                             "inference; default: the setting's, 4)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -114,7 +116,7 @@ def main() -> None:
     base = results[args.frames[0]]
     summary = {
         "config": args.config, "mode": "in-memory" if args.in_memory else "streaming",
-        "frames_per_call": args.frames_per_call or "model default",
+        "frames_per_call": args.frames_per_call or "default",
         "size": [args.height, args.width], "peak_rss_mb": results,
         "ratio_to_shortest": {n: round(v / base, 3) for n, v in results.items()},
     }  # fmt: skip

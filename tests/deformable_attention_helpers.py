@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genvis_hf.modeling.deformable_attention import unavailable_reason
-from genvis_hf.modeling.deformable_attention.jit_backend import toolchain_problem
+from genvis_hf.ops.build import toolchain_problem
 
 DEVICES = ["cpu", "cuda"]
 # (backend, device) pairs to check against `torch`: the Hub kernel has CUDA builds only.

@@ -1,9 +1,9 @@
 """Multi-scale deformable attention backends: agreement with the `torch` reference (values and gradients),
-gradcheck, and the selection rules (`auto` never fails where `torch` works; an unavailable backend says why
-in one line).
+gradcheck, the fast path's inference layer, and the selection rules (`auto` never fails where `torch` works; an
+unavailable backend says why in one line).
 
-The jit extension compiles once per machine (~30 s on 2 cores) into torch's extensions folder and is reused
-by later runs; every test after the first reuses the build of this process.
+The operator library compiles once per machine (~30 s on 2 cores) into torch's extensions folder and is reused
+by later runs; every test after the first reuses the library loaded in this process.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from genvis_hf.modeling.deformable_attention import (
     resolve_backend,
     unavailable_reason,
 )
-from genvis_hf.modeling.deformable_attention import dispatch, jit_backend, kernels_backend
-from genvis_hf.modeling.deformable_attention.kernels_backend import im2col_step_for
+from genvis_hf.modeling import deformable_attention as dispatch
+from genvis_hf.ops import build
+from genvis_hf.ops.ms_deform_attn import backends
+from genvis_hf.ops.ms_deform_attn.backends import im2col_step_for
+from genvis_hf.optimization import optimize_for_inference
+from genvis_hf.settings import settings_override
 
 ATOL = 1e-5
 CASES = {
@@ -39,12 +43,16 @@ CASES = {
 
 @pytest.fixture
 def fresh_backends():
-    """Forget every remembered probe before and after the test, keeping already built extensions loaded."""
-    built = dict(jit_backend._extensions)
+    """Forget every remembered probe and build failure before and after the test (a loaded library stays loaded)."""
     clear_backend_cache()
     yield
     clear_backend_cache()
-    jit_backend._extensions.update(built)
+
+
+@pytest.fixture
+def unloaded(monkeypatch):
+    """Within the test, the operator library counts as not loaded yet, so a (simulated) build runs again."""
+    monkeypatch.setattr(build, "_loaded", set())
 
 
 def _run(name, inputs):
@@ -197,8 +205,9 @@ def test_jit_inference_from_projections_matches_the_torch_layer(case):
     reference = torch.rand(batch, queries, len(shapes_list), 2)
     with torch.no_grad():
         expected = layer(query_states, reference, states, shapes, shapes_list, starts)
+        optimize_for_inference(layer)
         layer.backend = "jit"
-        assert layer._fused_kernel(query_states, states) is not None
+        assert layer.fused_path_applies(query_states, states)
         actual = layer(query_states, reference, states, shapes, shapes_list, starts)
     torch.testing.assert_close(actual, expected, rtol=0, atol=ATOL)
 
@@ -219,6 +228,7 @@ def test_jit_inference_softmax_matches_torch_for_flat_and_extreme_logits(logit_s
     reference = torch.rand(1, 58, 3, 2)
     with torch.no_grad():
         expected = layer(states, reference, states, shapes, shapes_list, starts)
+        optimize_for_inference(layer)
         layer.backend = "jit"
         actual = layer(states, reference, states, shapes, shapes_list, starts)
     # tight: an exp off by 1e-5 relative fails this (float32 rounding of the sums stays below it)
@@ -230,8 +240,8 @@ def test_jit_inference_softmax_matches_torch_for_flat_and_extreme_logits(logit_s
 def test_layer_residual_is_added_to_the_output(backend, grad):
     require_backend(backend, "cpu")
     torch.manual_seed(3)
-    layer = MultiScaleDeformableAttention(32, 2, 2, 2, backend=backend).eval()
-    shapes_list = [(48, 60), (24, 30)]  # 3600 tokens: large enough for the fused output projection (layers.linear)
+    layer = optimize_for_inference(MultiScaleDeformableAttention(32, 2, 2, 2, backend=backend).eval())
+    shapes_list = [(48, 60), (24, 30)]  # 3600 tokens: large enough for the fused output projection (fast_linear)
     states, reference = torch.randn(1, 3600, 32), torch.rand(1, 3600, 2, 2)
     residual = torch.randn(1, 3600, 32)
     args = (states, reference, states, torch.tensor(shapes_list), shapes_list, torch.tensor([0, 2880]))
@@ -243,7 +253,7 @@ def test_layer_residual_is_added_to_the_output(backend, grad):
 
 def test_fused_projection_weights_follow_parameter_updates():
     require_backend("jit", "cpu")
-    layer = MultiScaleDeformableAttention(16, 2, 2, 2, backend="jit").eval()
+    layer = optimize_for_inference(MultiScaleDeformableAttention(16, 2, 2, 2, backend="jit").eval())
     shapes_list = [(4, 5), (2, 3)]
     states, reference = torch.randn(1, 26, 16), torch.rand(1, 26, 2, 2)
     args = (states, reference, states, torch.tensor(shapes_list), shapes_list, torch.tensor([0, 20]))
@@ -259,16 +269,16 @@ def test_fused_projection_weights_follow_parameter_updates():
 
 def test_forward_from_projections_refuses_mismatched_inputs_in_one_line():
     require_backend("jit", "cpu")
-    extension = jit_backend.load_extension("cpu")
+    op = torch.ops.genvis.ms_deform_attn_from_projections
     value = torch.randn(1, 20, 2, 4)
     shapes, starts = torch.tensor([[4, 5]]), torch.tensor([0])
     reference = torch.rand(1, 3, 1, 2)
     offsets, logits = torch.randn(1, 3, 2 * 1 * 2 * 2), torch.randn(1, 3, 2 * 1 * 2)
-    assert extension.forward_from_projections(value, shapes, starts, reference, offsets, logits, 2).shape == (1, 3, 8)
+    assert op(value, shapes, starts, reference, offsets, logits, 2).shape == (1, 3, 8)
     with pytest.raises(RuntimeError, match=r"logits must be \[N, Lq, heads \* levels \* points\]"):
-        extension.forward_from_projections(value, shapes, starts, reference, offsets, logits[..., :3], 2)
+        op(value, shapes, starts, reference, offsets, logits[..., :3], 2)
     with pytest.raises(RuntimeError, match="float32"):
-        extension.forward_from_projections(value.double(), shapes, starts, reference, offsets, logits, 2)
+        op(value.double(), shapes, starts, reference, offsets, logits, 2)
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -278,16 +288,15 @@ def test_auto_resolves_to_an_available_backend_and_runs():
     assert unavailable_reason(choice, device) is None
     inputs = make_inputs(*CASES["three_odd_levels"])
     assert (_run("auto", inputs) - _run("torch", inputs)).abs().max().item() <= ATOL
-    if jit_backend.toolchain_problem("cpu") is None:
+    if build.toolchain_problem("cpu") is None:
         assert choice == "jit", "with a compiler on this machine, auto must pick the jit kernels on CPU"
 
 
-def test_auto_falls_back_to_torch_when_the_jit_build_fails(fresh_backends, monkeypatch, caplog):
+def test_auto_falls_back_to_torch_when_the_jit_build_fails(fresh_backends, unloaded, monkeypatch):
     def broken_build(device_type):
-        raise RuntimeError("Error building extension 'genvis_ms_deform_attn_cpu': simulated compiler crash\nmore")
+        raise RuntimeError("Error building extension 'genvis_ops_cpu': simulated compiler crash\nmore")
 
-    monkeypatch.setattr(jit_backend, "_build", broken_build)
-    jit_backend._extensions.clear()
+    monkeypatch.setattr(build, "_compile_and_load", broken_build)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     inputs = make_inputs(*CASES["one_level"])
     torch.testing.assert_close(_run("auto", inputs), _run("torch", inputs), rtol=0, atol=0)
@@ -295,11 +304,11 @@ def test_auto_falls_back_to_torch_when_the_jit_build_fails(fresh_backends, monke
         _run("jit", inputs)
     message = str(raised.value)
     assert "\n" not in message
-    assert message.startswith("deformable attention backend 'jit' unavailable: compiling the C++ extension failed")
+    assert message.startswith("deformable attention backend 'jit' unavailable: compiling the C++ operators failed")
     assert "simulated compiler crash" in message
 
 
-def test_a_real_failing_compile_is_caught(fresh_backends, monkeypatch, tmp_path):
+def test_a_real_failing_compile_is_caught(fresh_backends, unloaded, monkeypatch, tmp_path):
     """End to end, in an empty cache: torch's extension build starts and the compiler fails on our sources (a
     wrapper around the real one that answers `--version` but rejects every compilation)."""
     compiler = tmp_path / "broken-c++"
@@ -311,60 +320,55 @@ def test_a_real_failing_compile_is_caught(fresh_backends, monkeypatch, tmp_path)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
     monkeypatch.setenv("CXX", str(compiler))
     # A name of its own: torch remembers every (name, sources, folder) it built in this process and renames the
-    # next build of that name (`_v1`), which would make the real extension recompile under a new name.
-    monkeypatch.setattr(jit_backend, "extension_name", lambda device_type: f"genvis_broken_build_test_{device_type}")
-    jit_backend._extensions.clear()
+    # next build of that name (`_v1`), which would make the real library recompile under a new name.
+    monkeypatch.setattr(build, "library_name", lambda device_type: f"genvis_broken_build_test_{device_type}")
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
         resolve_backend("jit", torch.device("cpu"))
     message = str(raised.value)
-    assert "\n" not in message and len(message) < 300
+    assert "\n" not in message and len(message) < 400
     assert message.startswith(
-        "deformable attention backend 'jit' unavailable: compiling the C++ extension failed (RuntimeError: Error "
+        "deformable attention backend 'jit' unavailable: compiling the C++ operators failed (RuntimeError: Error "
         "building extension 'genvis_broken_build_test_cpu"
     )
 
 
-def test_auto_falls_back_when_the_kernel_layer_cannot_be_loaded(fresh_backends, monkeypatch):
-    def unloadable():
-        raise ImportError("simulated: kernels could not import the local layer")
+def test_auto_falls_back_when_the_operator_cannot_be_loaded(fresh_backends, monkeypatch):
+    def unloadable(device):
+        raise ImportError("simulated: the operator library could not be loaded")
 
-    monkeypatch.setattr(kernels_backend.jit_kernel_backend, "_repository", unloadable)
+    monkeypatch.setattr(backends.jit_backend, "_load", unloadable)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     reason = unavailable_reason("jit", torch.device("cpu"))
-    assert reason == (
-        "loading our kernel layer through kernels failed: "
-        "ImportError: simulated: kernels could not import the local layer"
-    )
+    assert reason == "loading our operator failed: ImportError: simulated: the operator library could not be loaded"
 
 
 def test_a_kernel_that_disagrees_with_the_reference_is_not_used(fresh_backends, monkeypatch):
-    """A layer that loads but computes something else (here: zeros) is rejected by the first-use check."""
-    from torch import nn
+    """An implementation that loads but computes something else (here: zeros) is rejected by the first-use check."""
 
-    class WrongCore(nn.Module):
-        def forward(self, value, *args):
-            return value.new_zeros(value.shape[0], args[3].shape[1], value.shape[2] * value.shape[3])
+    def wrong(value, spatial_shapes, spatial_shapes_list, level_start_index, locations, weights):
+        return value.new_zeros(value.shape[0], locations.shape[1], value.shape[2] * value.shape[3])
 
-    monkeypatch.setattr(kernels_backend, "kernelize_core", lambda repository, device: WrongCore())
+    monkeypatch.setattr(backends.jit_backend, "_load", lambda device: wrong)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     reason = unavailable_reason("jit", torch.device("cpu"))
     assert reason.startswith("the loaded kernel's output differs from the torch reference by ")
 
 
-@pytest.mark.parametrize(
-    ("variable", "setting", "expected"),
-    [("CXX", "no-such-compiler-xyz", "no C++ compiler ('no-such-compiler-xyz' not found"),
-     (jit_backend.DISABLE_ENV, "1", f"disabled by {jit_backend.DISABLE_ENV}=1")],
-)  # fmt: skip
-def test_jit_reports_a_missing_toolchain(fresh_backends, monkeypatch, variable, setting, expected):
-    monkeypatch.setenv(variable, setting)
-    jit_backend._extensions.clear()
+def test_jit_reports_a_missing_compiler(fresh_backends, unloaded, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
-    prefix = "^deformable attention backend 'jit' unavailable: "
-    with pytest.raises(DeformableAttentionBackendUnavailable, match=prefix) as raised:
+    with pytest.raises(DeformableAttentionBackendUnavailable, match="^deformable attention backend 'jit' unavailable: ") as raised:
         resolve_backend("jit", torch.device("cpu"))
-    assert expected in str(raised.value) and "\n" not in str(raised.value)
+    assert "no C++ compiler ('no-such-compiler-xyz' not found" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_jit_is_unavailable_while_compiled_ops_are_switched_off(fresh_backends):
+    with settings_override(compiled_ops=False):
+        assert resolve_backend("auto", torch.device("cpu")) == "torch"
+        with pytest.raises(DeformableAttentionBackendUnavailable) as raised:
+            resolve_backend("jit", torch.device("cpu"))
+    assert "compiled operators are switched off" in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_kernels_backend_on_cpu_says_why():
@@ -387,18 +391,18 @@ def test_hub_kernel_failure_is_caught_and_remembered(fresh_backends, monkeypatch
     """Offline, the Hub kernel's loader raises (ValueError, OSError, ...): caught once, remembered, one line."""
     calls = []
 
-    def offline_repository():
+    def offline_load(device):
         calls.append(1)
         raise OSError("simulated: cannot reach the Hub\nsecond line")
 
-    backend = kernels_backend.hub_kernel_backend
-    monkeypatch.setattr(backend, "_repository", offline_repository)
+    backend = backends.hub_kernel_backend
+    monkeypatch.setattr(backend, "_load", offline_load)
     monkeypatch.setattr(backend, "_device_problem", lambda device: None)  # pretend this device has CUDA
     first = backend.unavailable_reason(torch.device("cpu"))
     second = backend.unavailable_reason(torch.device("cpu"))
     assert first == second == (
         "cannot load kernels-community/deformable-detr (offline and not in the Hugging Face cache?): "
-        "OSError: simulated: cannot reach the Hub"
+        "OSError: simulated: cannot reach the Hub second line"
     )
     assert len(calls) == 1
     assert resolve_backend("auto", torch.device("cpu")) in ("jit", "torch")
@@ -427,18 +431,30 @@ def test_auto_choice_is_cached_per_device(fresh_backends, monkeypatch):
     assert len(probes) == count
 
 
-def test_jit_layer_is_put_in_place_by_kernelize():
-    """The jit backend is our local kernel repository, loaded and swapped in by `kernels.kernelize`."""
-    require_backend("jit", "cpu")
-    from kernels import get_local_kernel
+def test_kernelize_puts_a_kernel_layer_in_place(tmp_path):
+    """The `kernels` backend's mechanism, offline: `kernelize` swaps the core's reference forward for the layer of
+    a kernel repository (here a local one whose layer scales the reference by 2, so the swap is visible)."""
+    from kernels import LocalLayerRepository
 
-    kernel = get_local_kernel(kernels_backend.LOCAL_KERNEL_PATH)
-    layer = kernel.layers.MultiScaleDeformableAttention
-    core = kernels_backend.kernelize_core(kernels_backend.local_repository(), torch.device("cpu"))
-    assert core.forward.__func__ is layer.forward
+    package = tmp_path / "torch-universal" / "scaled_core"
+    package.mkdir(parents=True)
+    (tmp_path / "torch-universal" / "metadata.json").write_text(
+        '{"id": "scaled-core", "name": "scaled-core", "version": 1, "license": "Apache-2.0", "python-depends": [], '
+        '"backend": {"type": "cpu"}}'
+    )
+    (package / "__init__.py").write_text("from . import layers\n")
+    (package / "layers.py").write_text(
+        "from torch import nn\n"
+        "from genvis_hf.modeling.deformable_attention import multi_scale_deformable_attention_torch as core\n"
+        "class MultiScaleDeformableAttention(nn.Module):\n"
+        "    has_backward = True\n"
+        "    def forward(self, value, shapes, shapes_list, starts, locations, weights, im2col_step=64):\n"
+        "        return 2 * core(value, shapes_list, locations, weights)\n"
+    )
+    repository = LocalLayerRepository(tmp_path, layer_name=backends.KERNEL_LAYER_NAME, check_arch=False)
+    core = backends.kernelize_core(repository, torch.device("cpu"))
     inputs = make_inputs(*CASES["three_odd_levels"])
-    output = core(*inputs, 64)
-    assert (output - _run("torch", inputs)).abs().max().item() <= ATOL
+    torch.testing.assert_close(core(*inputs, 64), 2 * _run("torch", inputs))
 
 
 def test_im2col_step_divides_the_batch():

@@ -25,11 +25,13 @@ from huggingface_hub import ModelCard, ModelCardData, scan_cache_dir, snapshot_d
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import load_file
 
+import genvis_hf
 from conftest import REPO_ROOT, shared_dir
 from genvis_hf import GenVISConfig, GenVISModel, GenVISVideoProcessor, __version__
 from genvis_hf.cli import main
 from genvis_hf.configuration.presets import MODEL_ZOO
 from genvis_hf.conversion.original_config import config_kwargs_from_original
+from genvis_hf.settings import settings_override
 from genvis_hf.hub import (
     HubPushError,
     build_model_card,
@@ -185,9 +187,9 @@ def named_loads(hub):
     card = next((hub["cache"] / "models--genvis-fix" / "snapshots").iterdir()) / "README.md"
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tests" / "hub_named_loads.py"), str(report), str(card), NAME, ORG_NAME],
-        # torch deformable attention ("auto" without the jit kernels): no compile in the subprocess, and results
-        # comparable exactly with the in-process run below
-        cwd=hub["work"], env=_offline_env(hub, GENVIS_HF_DISABLE_JIT="1"), capture_output=True, text=True, timeout=600,
+        # no compiled operators (torch deformable attention, no Winograd / masked-attention operators): no compile in
+        # the subprocess, and results comparable exactly with the in-process run below
+        cwd=hub["work"], env=_offline_env(hub, GENVIS_HF_COMPILED_OPS="0"), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(report.read_text())
@@ -220,11 +222,11 @@ def test_segment_command_accepts_installed_names_with_the_directory_models_resul
     from transformers import pipeline
 
     assert named_loads["segment"]["code"] == 0, named_loads["segment"]
-    # the subprocess ran without the jit extension, hence without its inference kernels: the same ops here
-    monkeypatch.setenv("GENVIS_HF_INFERENCE_OPS", "0")
-    segmenter = pipeline("video-instance-segmentation", model=str(hub["plain"]))
-    segmenter.model.set_deformable_attention_backend("torch")
-    expected = segmenter(str(hub["work"] / "video.mp4"))
+    # the subprocess ran without the compiled operators: the same computation here
+    with settings_override(compiled_ops=False):
+        segmenter = pipeline("video-instance-segmentation", model=str(hub["plain"]))
+        segmenter.model.set_deformable_attention_backend("torch")
+        expected = segmenter(str(hub["work"] / "video.mp4"))
     assert named_loads["segment"]["scores"] == [instance["score"] for instance in expected]
     unknown = named_loads["segment_unknown"]
     assert unknown["code"] == 1
@@ -232,7 +234,13 @@ def test_segment_command_accepts_installed_names_with_the_directory_models_resul
 
 
 # ------------------------------------------------------------------------------------ trust_remote_code
-def test_export_is_flat_and_carries_the_torch_backend_only(hub):
+def _without_imports(source: str) -> list[str]:
+    """The lines of a module other than its import statements and the export's header."""
+    return [line for line in source.splitlines()
+            if not line.lstrip().startswith(("from ", "import ", "# Exported from "))]  # fmt: skip
+
+
+def test_export_is_flat_and_carries_the_reference_model_only(hub):
     exported = hub["exported"]
     config = json.loads((exported / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_genvis.GenVISModel"
@@ -248,15 +256,21 @@ def test_export_is_flat_and_carries_the_torch_backend_only(hub):
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("genvis_hf") for a in node.names), f"{path.name}:{node.lineno}"
     names = {p.name for p in exported.glob("*.py")}
-    assert "deformable_attention_torch_backend.py" in names
-    assert not any("jit" in n or "kernels" in n for n in names) and not list(exported.glob("*.cpp"))
+    assert {"deformable_attention.py", "modeling_genvis.py", "layers.py"} <= names
+    # the same reference modules as the package, byte for byte but for the rewritten imports (no override copies)
+    package = Path(genvis_hf.__file__).parent / "modeling"
+    for name in ("layers.py", "backbone_swin.py", "frame_decoder.py"):
+        assert _without_imports((exported / name).read_text()) == _without_imports((package / name).read_text())
+    # the fast path is not part of it: no compiled operators, no optimisation layer, no settings
+    assert not names & {"build.py", "settings.py", "clip_loop.py", "backends.py", "registry.py"}
+    assert not list(exported.glob("*.cpp")) and not list(exported.glob("*.cu"))
 
 
 def test_validation_passes_on_the_export_and_catches_a_changed_file(hub, tmp_path):
     remote_code.validate_remote_code(hub["exported"])
     changed = tmp_path / "changed"
     shutil.copytree(hub["exported"], changed)
-    backend = changed / "deformable_attention_torch_backend.py"
+    backend = changed / "deformable_attention.py"
     backend.write_text(backend.read_text().replace('padding_mode="zeros"', 'padding_mode="border"'))
     with pytest.raises(remote_code.RemoteCodeExportError, match="differs from the package's"):
         remote_code.validate_remote_code(changed)
@@ -275,13 +289,18 @@ def test_flat_names_keep_the_subpackage_only_where_short_names_collide():
         remote_code.flat_names(["genvis_hf.processing_rle", "genvis_hf.processing.rle", "genvis_hf.evaluation.rle"])
 
 
-def test_export_reports_a_name_the_override_does_not_define(tmp_path, monkeypatch):
-    overrides = tmp_path / "overrides"
-    shutil.copytree(remote_code.OVERRIDES_DIR, overrides)
-    dispatch = overrides / "deformable_attention_dispatch.py"
-    dispatch.write_text(dispatch.read_text().replace("def available_backends(", "def _renamed("))
-    monkeypatch.setattr(remote_code, "OVERRIDES_DIR", overrides)
-    with pytest.raises(remote_code.RemoteCodeExportError, match="available_backends"):
+def test_export_reports_an_imported_name_its_module_does_not_define(monkeypatch):
+    load = remote_code._load_module
+
+    def renamed(name):
+        module = load(name)
+        if name == "genvis_hf.modeling.deformable_attention":
+            module = remote_code._Module(name, module.source.replace("def resolve_backend(", "def _renamed("),
+                                         module.is_package, module.origin)  # fmt: skip
+        return module
+
+    monkeypatch.setattr(remote_code, "_load_module", renamed)
+    with pytest.raises(remote_code.RemoteCodeExportError, match="imports 'resolve_backend' from"):
         remote_code.collect_modules()
 
 
@@ -310,12 +329,12 @@ def test_trust_remote_code_outputs_are_identical_to_the_package(remote_loads, hu
     for key in ("dir", "name"):
         assert "error" not in report[key], report[key].get("error")
         assert all(c.startswith("transformers_modules.") for c in report[key]["classes"]), report[key]["classes"]
-    model = GenVISModel.from_pretrained(hub["exported"]).eval()
+    # the package's reference path: the modules the export carries (it has no fast path), the torch backend
+    model = GenVISModel.from_pretrained(hub["exported"]).eval().restore_reference()
     model.set_deformable_attention_backend("torch")
     processor = GenVISVideoProcessor.from_pretrained(hub["exported"])
     video = hub["video"]
     inputs = processor(videos=[video], return_tensors="pt")
-    monkeypatch.setenv("GENVIS_HF_INFERENCE_OPS", "0")  # the exported code has no compiled kernels
     with torch.no_grad():
         outputs = model(**inputs)
     result = processor.post_process_video_instance_segmentation(outputs, target_sizes=[video.shape[1:3]])[0]

@@ -249,8 +249,8 @@ def test_the_criterion_carries_assignments_across_clips():
 
     criterion.clip_matcher = Recorder()
     labels = _labels()
-    _, groups = model.model._forward_groups(torch.randn(2, 4, 3, 64, 64), None, None, False, output_loss_inputs=True)
-    members, clips, (length, h, w) = groups[0]
+    _, groups = model.model.run_video_groups(torch.randn(2, 4, 3, 64, 64), output_loss_inputs=True)
+    members, clips, (length, h, w) = groups[0].members, groups[0].clips, groups[0].size
     criterion(clips, prepare_targets([labels[b] for b in members], length, (h, w), torch.device("cpu")))
     for previous, result in seen:
         if previous is not None:

@@ -12,14 +12,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoVideoProcessor
 
-import genvis_hf  # noqa: F401  (registers the Auto classes)
+import genvis_hf  # registers the Auto classes
 from conftest import REPO_ROOT
 from deformable_attention_helpers import require_backend
 
 ATOL = 1e-4
 FIXTURES = ["r50_online", "r50_semi_online"]
-# The parity must hold whichever deformable attention backend runs, on every device (CUDA ones run on GPUs).
+# The parity must hold whichever deformable attention backend runs, on every device (CUDA ones run on GPUs), on the
+# reference path (the modules of genvis_hf/modeling/ as they are) and on the fast path that `eval()` swaps in
+# (genvis_hf.optimization).
 BACKEND_DEVICES = [("torch", "cpu"), ("jit", "cpu"), ("torch", "cuda"), ("jit", "cuda"), ("kernels", "cuda")]
+PATHS = ["reference", "optimized"]
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +42,10 @@ def converted(fixtures_dir, tmp_path_factory):
     return directories
 
 
-@pytest.fixture(scope="module", params=[(f, *bd) for f in FIXTURES for bd in BACKEND_DEVICES],
+@pytest.fixture(scope="module", params=[(f, *bd, path) for f in FIXTURES for bd in BACKEND_DEVICES for path in PATHS],
                 ids=lambda p: "-".join(p))  # fmt: skip
 def reference_run(request, fixtures_dir, converted):
-    fixture_name, backend, device = request.param
+    fixture_name, backend, device, path = request.param
     require_backend(backend, device)
     # TF32 (on by default for CUDA convolutions) rounds to 10 mantissa bits: not a float32 comparison.
     torch.backends.cudnn.allow_tf32 = False
@@ -53,15 +56,18 @@ def reference_run(request, fixtures_dir, converted):
     reference = load_file(fixture / "outputs.safetensors")
     video = load_file(fixture / "input.safetensors")["video"].to(torch.uint8)  # integer values 0..255
 
-    model = AutoModel.from_pretrained(output_dir).to(device).eval()
+    model = AutoModel.from_pretrained(output_dir).to(device).eval()  # eval(): the fast path is swapped in
+    assert genvis_hf.optimization.is_optimized(model)
+    if path == "reference":
+        model.restore_reference()
     model.set_deformable_attention_backend(backend)
     assert model.deformable_attention_backend_in_use == backend
     processor = AutoVideoProcessor.from_pretrained(output_dir)
     inputs = processor(videos=[video], do_resize=False, return_tensors="pt")
     with torch.no_grad():
         outputs = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True)
-        # What users run: no hidden states, hence the inference-only shortcuts (frame mask features computed at
-        # the levels' sizes only); the final predictions are checked on this run.
+        # What users run: no hidden states (on the fast path: frame mask features computed at the levels' sizes
+        # only); the final predictions are checked on this run.
         plain_outputs = model(**{k: v.to(device) for k, v in inputs.items()})
     height, width = meta["input"]["height"], meta["input"]["width"]
     result = processor.post_process_video_instance_segmentation(plain_outputs, target_sizes=[(height, width)])[0]

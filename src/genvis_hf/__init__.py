@@ -9,10 +9,14 @@ __version__ = "0.1.0"
 from .auto import AutoModelForVideoInstanceSegmentation, register_auto_classes
 from .configuration import GenVISConfig
 from .modeling import ClipMemory, GenVISForVideoInstanceSegmentation, GenVISModel, GenVISModelOutput
+from .ops.ms_deform_attn.backends import register_backends
+from .optimization import register_fast_path
 from .processing import GenVISVideoProcessor
 from .pipelines import VideoInstanceSegmentationPipeline, register_pipeline
 
 register_auto_classes()
+register_backends()  # the jit / kernels deformable attention backends
+register_fast_path()  # model.eval() swaps in the CPU inference fast path (genvis_hf.optimization)
 register_pipeline()
 
 __all__ = [

@@ -24,6 +24,7 @@ import torch
 from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
+from .modeling.modeling_genvis import GenVISPreTrainedModel
 from .processing.post_processing import MaskRenderer, score_order, select_instances
 from .processing.rle import masks_to_rle
 from .processing.video_io import VideoReader
@@ -151,7 +152,8 @@ def segment_video(
         buffer: list[np.ndarray] = []
 
         # Whole clips per model call, cut where the in-memory forward cuts its backbone batches: same arithmetic.
-        chunk_length = model.base_model.inference_chunk_length(clip_length)
+        fast_path = GenVISPreTrainedModel.fast_path
+        chunk_length = fast_path.chunk_length(model, clip_length) if fast_path is not None else clip_length
 
         def run_chunk(frames: list[np.ndarray]) -> None:
             nonlocal memory, image_size, padded_size

@@ -9,14 +9,15 @@ it is exported FLAT:
 - starting from the three modules the Auto classes need (configuration, modeling, video processing), every
   module reachable through relative imports (at any depth, including imports inside functions: transformers
   copies those too) is written to one file in the model directory, named after its place in the package
-  (`genvis_hf.modeling.layers` -> `layers.py`, `genvis_hf.modeling.deformable_attention.module` ->
-  `deformable_attention_module.py`, a package's `__init__` -> the package name; modules whose short names
-  coincide keep their subpackage: `processing_rle.py`, `evaluation_rle.py`);
+  (`genvis_hf.modeling.layers` -> `layers.py`, `genvis_hf.utils.errors` -> `errors.py`, a package's
+  `__init__` -> the package name; modules whose short names coincide keep their subpackage:
+  `processing_rle.py`, `evaluation_rle.py`);
 - each of its relative imports is rewritten to the flat sibling (`from ..configuration.configuration_genvis
   import X` -> `from .configuration_genvis import X`); the source is otherwise copied byte for byte;
-- the deformable-attention package is exported with its pure-PyTorch backend only: its `__init__` and
-  `dispatch` are replaced by `remote_code_overrides/`, so compiled backends (C++/CUDA sources, Hub kernels)
-  are never part of the export whatever the package holds;
+- the model code is exported as it is: it is the pure-PyTorch reference (`genvis_hf/modeling/`), which never
+  imports the fast path (`genvis_hf/optimization/`, `genvis_hf/ops/`: compiled operators, Hub kernels); those
+  register themselves with the model only when `genvis_hf` is imported, so the exported model runs the reference
+  modules and the `torch` deformable attention backend whatever its config names;
 - every `from X import name` between exported modules is checked to find `name` in X, and
   `config.json` / `video_preprocessor_config.json` get their `auto_map`.
 
@@ -31,15 +32,15 @@ import ast
 import contextlib
 import importlib.util
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..utils.errors import one_line
+from ..utils.files import write_text_atomic
+
 PACKAGE = "genvis_hf"
-OVERRIDES_DIR = Path(__file__).resolve().parent / "remote_code_overrides"
 
 # auto_map key -> (module, class). AutoModelForVideoInstanceSegmentation is genvis_hf's own Auto class (the
 # pipeline's); transformers' Auto classes read the other three.
@@ -48,11 +49,6 @@ AUTO_MAP = {
     "AutoModel": ("genvis_hf.modeling.modeling_genvis", "GenVISModel"),
     "AutoModelForVideoInstanceSegmentation": ("genvis_hf.modeling.modeling_genvis", "GenVISForVideoInstanceSegmentation"),
     "AutoVideoProcessor": ("genvis_hf.processing.video_processing_genvis", "GenVISVideoProcessor"),
-}
-# Modules whose exported source is not the package's own (see the module docstring).
-OVERRIDES = {
-    "genvis_hf.modeling.deformable_attention": ("deformable_attention__init__.py", True),
-    "genvis_hf.modeling.deformable_attention.dispatch": ("deformable_attention_dispatch.py", False),
 }
 HEADER = "# Exported from {module} (genvis_hf {version}) by genvis_hf.hub.export_remote_code: do not edit.\n"
 _HEADER_PREFIX = "# Exported from "
@@ -124,10 +120,6 @@ def flat_names(modules) -> dict[str, str]:
 
 
 def _load_module(name: str) -> _Module:
-    if name in OVERRIDES:
-        file_name, is_package = OVERRIDES[name]
-        path = OVERRIDES_DIR / file_name
-        return _Module(name, path.read_text(encoding="utf-8"), is_package, str(path))
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         raise RemoteCodeExportError(f"cannot export {name!r}: no Python source found")
@@ -136,8 +128,6 @@ def _load_module(name: str) -> _Module:
 
 
 def _is_module(name: str) -> bool:
-    if name in OVERRIDES:
-        return True
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
@@ -223,7 +213,6 @@ def collect_modules(roots: list[str] | None = None) -> dict[str, _Module]:
                     raise RemoteCodeExportError(
                         f"{module.origin}:{node.lineno}: imports {imported!r} from {target}, which the exported "
                         f"{modules[target].flat}.py does not define"
-                        + (" (update genvis_hf/hub/remote_code_overrides/)" if target in OVERRIDES else "")
                     )
     return modules
 
@@ -276,20 +265,10 @@ def third_party_imports(modules: dict[str, _Module]) -> list[str]:
     return sorted(_PIP_NAMES.get(name, name) for name in found)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o644 & ~umask)
-    os.replace(temp, path)
-
-
 def _update_json(path: Path, auto_map: dict[str, str]) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     data["auto_map"] = auto_map
-    _write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def export_remote_code(model_dir: str | Path, *, validate: bool = True) -> RemoteCodeExport:
@@ -313,7 +292,7 @@ def export_remote_code(model_dir: str | Path, *, validate: bool = True) -> Remot
     written = []
     for name, module in modules.items():
         file_name = f"{module.flat}.py"
-        _write_text_atomic(
+        write_text_atomic(
             model_dir / file_name, HEADER.format(module=name, version=__version__) + rewrite_imports(module, modules)
         )
         written.append(file_name)
@@ -370,7 +349,7 @@ def remote_classes(model_dir: str | Path) -> Iterator[dict[str, type]]:
             try:
                 check_imports(needed)  # what transformers runs before importing a remote module
             except ImportError as error:
-                raise RemoteCodeExportError(f"{Path(needed).name}: {_one_line(error)}") from error
+                raise RemoteCodeExportError(f"{Path(needed).name}: {one_line(error)}") from error
     package = f"_genvis_remote_code_check_{uuid.uuid4().hex}"
     module = types.ModuleType(package)
     module.__path__ = [str(model_dir)]
@@ -383,17 +362,12 @@ def remote_classes(model_dir: str | Path) -> Iterator[dict[str, type]]:
                 module_name, class_name = reference.split(".")
                 classes[key] = getattr(importlib.import_module(f"{package}.{module_name}"), class_name)
         except Exception as error:
-            raise RemoteCodeExportError(f"the exported code does not import: {_one_line(error)}") from error
+            raise RemoteCodeExportError(f"the exported code does not import: {one_line(error)}") from error
         yield classes
     finally:
         sys.dont_write_bytecode = dont_write_bytecode
         for name in [name for name in sys.modules if name == package or name.startswith(package + ".")]:
             del sys.modules[name]
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
 
 
 def validate_remote_code(model_dir: str | Path, num_frames: int = 2) -> None:
@@ -404,7 +378,7 @@ def validate_remote_code(model_dir: str | Path, num_frames: int = 2) -> None:
             remote_model = classes["AutoModelForVideoInstanceSegmentation"].from_pretrained(model_dir).eval()
             remote_processor = classes["AutoVideoProcessor"].from_pretrained(model_dir)
         except Exception as error:  # whatever the exported code raises while loading
-            raise RemoteCodeExportError(f"the exported code does not load the model: {_one_line(error)}") from error
+            raise RemoteCodeExportError(f"the exported code does not load the model: {one_line(error)}") from error
         _compare_with_package(model_dir, remote_model, remote_processor, num_frames)
 
 
@@ -413,10 +387,10 @@ def _compare_with_package(model_dir, remote_model, remote_processor, num_frames:
     import torch
 
     from ..modeling.modeling_genvis import GenVISForVideoInstanceSegmentation
-    from ..modeling.inference_ops import inference_ops_disabled
     from ..processing.video_processing_genvis import GenVISVideoProcessor
 
-    model = GenVISForVideoInstanceSegmentation.from_pretrained(model_dir).eval()
+    # the package's reference path: the modules the export carries, the torch backend
+    model = GenVISForVideoInstanceSegmentation.from_pretrained(model_dir).eval().restore_reference()
     model.set_deformable_attention_backend("torch")
     processor = GenVISVideoProcessor.from_pretrained(model_dir)
     video = np.random.default_rng(0).integers(0, 256, size=(num_frames, 48, 64, 3), dtype=np.uint8)
@@ -426,7 +400,7 @@ def _compare_with_package(model_dir, remote_model, remote_processor, num_frames:
         raise RemoteCodeExportError("the exported video processor gives different pixel values")
     # the model on a small input (the processor's full test size would only cost time)
     pixel_values = torch.randn(1, num_frames, 3, 64, 96, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), inference_ops_disabled():  # the exported code has no compiled kernels
+    with torch.no_grad():
         expected, actual = model(pixel_values), remote_model(pixel_values)
     for key, value in expected.items():
         if isinstance(value, torch.Tensor) and not torch.equal(value, actual[key]):

@@ -112,7 +112,7 @@ class SwinBlock(nn.Module):
             mask = shift_mask
         else:
             mask = None
-        windows = window_partition(x, ws).view(-1, ws * ws, channels)  # [B*nW, ws*ws, C]
+        windows = window_partition(x, ws).reshape(-1, ws * ws, channels)  # [B*nW, ws*ws, C]
         windows = self.attn(windows, mask=mask)
         x = window_reverse(windows.view(-1, ws, ws, channels), ws, padded_h, padded_w)  # [B, Hp, Wp, C]
         if self.shift_size > 0:
@@ -165,7 +165,7 @@ class SwinStage(nn.Module):
             for w in slices:
                 image_mask[:, h, w, :] = region
                 region += 1
-        mask_windows = window_partition(image_mask, ws).view(-1, ws * ws)
+        mask_windows = window_partition(image_mask, ws).reshape(-1, ws * ws)
         mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
         return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, CrossAttentionLayer, FeedForwardLayer, SelfAttentionLayer, linear, sine_position_embedding
+from .layers import MLP, CrossAttentionLayer, FeedForwardLayer, SelfAttentionLayer, sine_position_embedding
 
 
 @dataclass
@@ -29,7 +29,7 @@ class FrameDecoderOutput:
     mask_logits: list[torch.Tensor] | None = None
 
 
-def _attend_where_not_blocked(blocked: torch.Tensor) -> torch.Tensor:
+def attend_where_not_blocked(blocked: torch.Tensor) -> torch.Tensor:
     """`[N, fQ, HW]` bool, True where a query's previous mask is background -> True where it may attend; a query
     whose mask is empty attends everywhere (as the original; element-wise, no boolean indexing)."""
     return blocked.logical_not().logical_or_(blocked.all(-1, keepdim=True))
@@ -44,12 +44,9 @@ class FrameDecoderLayer(nn.Module):
         self.self_attn = SelfAttentionLayer(hidden_dim, num_heads, pre_norm, dropout)
         self.ffn = FeedForwardLayer(hidden_dim, ffn_dim, pre_norm, dropout)
 
-    def forward(self, queries, memory, memory_position, query_position, attention_mask, projected_key=None,
-                projected_value=None):  # fmt: skip
-        """queries `[N, fQ, C]`, memory `[N, HW, C]`, attention_mask bool `[N, 1, fQ, HW]` (True = attend); the
-        memory's key/value projections may be given precomputed (`[N, HW, C]`)."""
-        queries = self.cross_attn(queries, memory, attention_mask, memory_position, query_position, projected_key,
-                                  projected_value)  # fmt: skip
+    def forward(self, queries, memory, memory_position, query_position, attention_mask):
+        """queries `[N, fQ, C]`, memory `[N, HW, C]`, attention_mask bool `[N, 1, fQ, HW]` (True = attend)."""
+        queries = self.cross_attn(queries, memory, attention_mask, memory_position, query_position)
         queries = self.self_attn(queries, query_position)
         return self.ffn(queries)
 
@@ -85,50 +82,15 @@ class GenVISFrameDecoder(nn.Module):
         self.class_predictor = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embedder = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
-    def _attention_mask(self, mask_embeddings: torch.Tensor, level_mask_features: torch.Tensor) -> torch.Tensor:
-        """Where each query may attend at the next layer's level: `[N, 1, fQ, h*w]`, True = attend.
-
-        The original computes the stride-4 masks and resizes them bilinearly to the level's size. Bilinear
-        resizing is linear per channel and commutes with the per-pixel product `embedding . features`, so the
-        product is taken directly on the resized mask features (`level_mask_features`, `[N, D, h, w]`): the same
-        masks, at a fraction of the cost.
-        """
-        logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, level_mask_features)
-        return _attend_where_not_blocked(logits.sigmoid().flatten(2) < 0.5).unsqueeze(1).detach()
-
-    def _project_memories(self, memories: list[torch.Tensor], memory_positions: list[torch.Tensor]):
-        """Every layer's key and value projections of its level's memory, `[N, HW, C]` each, computed per level in
-        one product for all the layers reading that level (the memory does not change between layers)."""
-        channels = self.hidden_dim
-        keys: list[torch.Tensor | None] = [None] * len(self.layers)
-        values: list[torch.Tensor | None] = [None] * len(self.layers)
-        for level in range(self.num_levels):
-            readers = list(range(level, len(self.layers), self.num_levels))
-            if not readers:
-                continue
-            attentions = [self.layers[i].cross_attn.attention for i in readers]
-            key_weight, key_bias = (torch.cat(parts) for parts in zip(*(a.projection(1) for a in attentions)))
-            value_weight, value_bias = (torch.cat(parts) for parts in zip(*(a.projection(2) for a in attentions)))
-            all_keys = linear(memories[level] + memory_positions[level], key_weight, key_bias).split(channels, -1)
-            all_values = linear(memories[level], value_weight, value_bias).split(channels, -1)
-            for i, key, value in zip(readers, all_keys, all_values):
-                keys[i], values[i] = key, value
-        return keys, values
-
-    def forward(self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor | None = None,
-                output_all_heads: bool = False, output_predictions: bool = False,
-                level_mask_features: list[torch.Tensor] | None = None) -> FrameDecoderOutput:  # fmt: skip
+    def forward(self, multi_scale_features: list[torch.Tensor], mask_features: torch.Tensor,
+                output_all_heads: bool = False, output_predictions: bool = False) -> FrameDecoderOutput:  # fmt: skip
         """
         Args:
             multi_scale_features: 3 maps `[N, C_in, H_l, W_l]`, coarse to fine.
-            mask_features: `[N, mask_dim, H/4, W/4]` (needed with `output_predictions`).
+            mask_features: `[N, mask_dim, H/4, W/4]`.
             output_all_heads: return every prediction head's queries (training), not just the last.
             output_predictions: also return the requested heads' class and mask logits (training losses).
-            level_mask_features: `mask_features` already resized to each level's size (`[N, mask_dim, H_l, W_l]`,
-                see `GenVISPixelDecoder.level_mask_features`); otherwise resized here.
         """
-        if mask_features is None and (output_predictions or level_mask_features is None):
-            raise ValueError("the frame decoder needs mask_features (or, without predictions, level_mask_features)")
         memories, memory_positions, sizes = [], [], []
         for level, (x, projection) in enumerate(zip(multi_scale_features, self.input_projections)):
             sizes.append(tuple(x.shape[-2:]))
@@ -136,15 +98,6 @@ class GenVISFrameDecoder(nn.Module):
             memory_positions.append(position.flatten(2).transpose(1, 2))  # [N, HW, C]
             memory = projection(x).permute(0, 2, 3, 1).flatten(1, 2)  # [N, HW, C]
             memories.append(memory + self.level_embed.weight[level])
-
-        projected_keys, projected_values = self._project_memories(memories, memory_positions)
-
-        if output_predictions:  # full-resolution masks are needed anyway: resize them, as the original
-            level_mask_features = None
-        elif level_mask_features is None:
-            level_mask_features = [
-                F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes
-            ]
 
         batch = multi_scale_features[0].shape[0]
         query_position = self.query_position_embeddings.weight.unsqueeze(0).expand(batch, -1, -1)  # [N, fQ, C]
@@ -156,8 +109,7 @@ class GenVISFrameDecoder(nn.Module):
             if head > 0:
                 level = (head - 1) % self.num_levels
                 queries = self.layers[head - 1](queries, memories[level], memory_positions[level], query_position,
-                                                attention_mask, projected_keys[head - 1],
-                                                projected_values[head - 1])  # fmt: skip
+                                                attention_mask)  # fmt: skip
             normed = self.decoder_norm(queries)
             keep = output_all_heads or head == num_layers
             class_logits = mask_logits = None
@@ -165,15 +117,13 @@ class GenVISFrameDecoder(nn.Module):
                 class_logits = self.class_predictor(normed)
             if head < num_layers or (output_predictions and keep):
                 mask_embeddings = self.mask_embedder(normed)  # [N, fQ, D]
-                next_size = sizes[head % self.num_levels]
-                if output_predictions:
-                    mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
-                    resized = F.interpolate(mask_logits, size=next_size, mode="bilinear", align_corners=False)
-                    attention_mask = _attend_where_not_blocked(resized.sigmoid().flatten(2) < 0.5).unsqueeze(1).detach()
-                else:
-                    attention_mask = self._attention_mask(mask_embeddings, level_mask_features[head % self.num_levels])
+                mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)  # [N, fQ, H/4, W/4]
+                # where each query may attend at the next layer's level: its mask resized there, foreground
+                resized = F.interpolate(mask_logits, size=sizes[head % self.num_levels], mode="bilinear",
+                                        align_corners=False)  # fmt: skip
+                attention_mask = attend_where_not_blocked(resized.sigmoid().flatten(2) < 0.5).unsqueeze(1).detach()
             if keep:
-                head_outputs.append((normed, class_logits, mask_logits))
+                head_outputs.append((normed, class_logits, mask_logits if output_predictions else None))
 
         return FrameDecoderOutput(
             frame_queries=torch.stack([h[0] for h in head_outputs]),

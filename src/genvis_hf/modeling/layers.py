@@ -5,124 +5,10 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..utils.cpu import cpu_vendor
-from .inference_ops import inference_op
-from .winograd import transform_weight, winograd_applies, winograd_conv3x3
-
-
-# The 1x1-convolution route pays a set-up cost: it wins from ~64 rows once the product is large enough
-# (measured on 2 cores of an AMD EPYC: [100, 256] x [256, 2048] 0.32 vs 0.58 ms; [100, 256] x [256, 256] 0.08 vs 0.07).
-_CONV_LINEAR_MIN_ROWS = 64
-_CONV_LINEAR_MIN_WORK = 100 * 1024  # rows x max(in_features, out_features)
-
-
-@functools.cache
-def _conv_linear_pays() -> bool:
-    """Whether the 1x1-convolution route beats BLAS on this CPU. The MKL GEMM behind `F.linear` reaches only
-    160-240 GFLOP/s on AMD EPYCs (oneDNN's convolution ~500), but 320-350 on Intel Xeons, close to their fp32
-    peak, where the convolution route is equal for the pixel decoder's products and slower for 100-row ones
-    (whole model 3% slower, docs/performance.md). `GENVIS_HF_CONV_LINEAR=0/1` overrides."""
-    forced = os.environ.get("GENVIS_HF_CONV_LINEAR")
-    if forced is not None:
-        return forced not in ("", "0", "false", "False")
-    return cpu_vendor() != "GenuineIntel"
-
-
-def softmax_small_last_dim(x: torch.Tensor) -> torch.Tensor:
-    """`x.softmax(-1)` for a short last dimension (e.g. the 12 level x point weights of deformable attention),
-    where ATen's kernel vectorises poorly: max-shifted `exp` and a sum, ~5x faster on CPUs, equal within 2e-7."""
-    shifted = x - x.amax(dim=-1, keepdim=True)
-    exponentials = shifted.exp()
-    return exponentials / exponentials.sum(dim=-1, keepdim=True)
-
-
-@functools.cache
-def onednn_fused_conv_available() -> bool:
-    """Whether torch has oneDNN's convolution with fused post-ops (`torch.ops.mkldnn._convolution_pointwise`,
-    what inductor emits on CPUs), used at inference by the ResNet backbone and `linear`.
-    `GENVIS_HF_FUSED_CONV=0` turns those paths off."""
-    if os.environ.get("GENVIS_HF_FUSED_CONV", "1") in ("0", "false", "False"):
-        return False
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-def _as_image(x: torch.Tensor) -> torch.Tensor:
-    """`[..., C]` contiguous -> `[1, C, rows, 1]` with channels-last strides (a view)."""
-    return x.reshape(1, -1, 1, x.shape[-1]).permute(0, 3, 1, 2)
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-           residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:  # fmt: skip
-    """`F.linear(x, weight, bias)`, then `+ residual` (same shape as the output), then ReLU, each if asked for,
-    computed as a 1x1 convolution over a channels-last view when that is faster.
-
-    The token-by-channel products of the pixel decoder (thousands of rows) run as oneDNN convolutions: on AMD
-    CPUs oneDNN reaches 2-3x the GFLOP/s of the BLAS GEMM behind `F.linear` (docs/performance.md); on Intel CPUs
-    MKL's GEMM is as fast, and the convolution pays only at inference where the bias, the residual add and the
-    ReLU become its post-ops instead of separate passes over the output (the encoder FFN: 10.7 -> 10.0 ms per
-    layer). `[..., C_in]` is viewed, without a copy, as a channels-last `[1, C_in, rows, 1]` image; the output
-    comes back as a `[..., C_out]` view. Same values up to float rounding; differentiable (the fused post-ops
-    only run without autograd).
-    """
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    small = rows < _CONV_LINEAR_MIN_ROWS or rows * max(weight.shape) < _CONV_LINEAR_MIN_WORK
-    convolution_route = x.device.type == "cpu" and x.dtype == torch.float32 and not small and x.is_contiguous()
-    channels_in, channels_out = x.shape[-1], weight.shape[0]
-    kernel = weight.view(channels_out, channels_in, 1, 1)
-    if (
-        convolution_route
-        and (residual is not None or relu or _conv_linear_pays())
-        and not torch.is_grad_enabled()
-        and onednn_fused_conv_available()
-        and (residual is None or (residual.is_contiguous() and residual.shape == (*x.shape[:-1], channels_out)))
-    ):
-        geometry = ([0, 0], [1, 1], [1, 1], 1)
-        activation = "relu" if relu else None
-        if residual is None:
-            out = torch.ops.mkldnn._convolution_pointwise(_as_image(x), kernel, bias, *geometry, activation or "none",
-                                                          [], "")  # fmt: skip
-        else:
-            out = torch.ops.mkldnn._convolution_pointwise.binary(
-                _as_image(x), _as_image(residual), kernel, bias, *geometry, "add", 1.0, activation, [], None
-            )
-        return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], channels_out)  # [1, C_out, rows, 1] -> [..., C_out]
-    if convolution_route and _conv_linear_pays():
-        out = F.conv2d(_as_image(x), kernel, bias).permute(0, 2, 3, 1).reshape(*x.shape[:-1], channels_out)
-    else:
-        out = F.linear(x, weight, bias)
-    if residual is not None:
-        out = residual + out
-    return F.relu(out, inplace=True) if relu else out
-
-
-def _version(tensor: torch.Tensor) -> int:
-    """The tensor's in-place modification counter (inference tensors, e.g. parameters of a model built under
-    `torch.inference_mode()`, have none and cannot be modified outside it: 0)."""
-    return 0 if tensor.is_inference() else tensor._version
-
-
-class DerivedTensorCache:
-    """One tensor derived from parameters or buffers for a fast inference path (a batch norm folded into
-    convolution weights, projections concatenated into one), rebuilt whenever a source tensor is replaced
-    (`.to()`, `load_state_dict(assign=True)`) or modified in place (an optimizer step, `load_state_dict`).
-    Not module state: never saved, never loaded."""
-
-    def __init__(self):
-        self._key: tuple | None = None
-        self._value = None
-
-    def get(self, sources: tuple[torch.Tensor, ...], build, *extra_key):
-        key = (*extra_key, *((t.data_ptr(), _version(t)) for t in sources))
-        if key != self._key:
-            self._value = build()
-            self._key = key
-        return self._value
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -157,21 +43,13 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 class ConvNormActivation(nn.Sequential):
-    """`Conv2d` (no bias) -> `GroupNorm(32)` -> optional ReLU: detectron2's `Conv2d(norm="GN")`. A 3x3 conv runs
-    by Winograd at CPU inference (`winograd.py`; its transformed filters cached until the weight changes)."""
+    """`Conv2d` (no bias) -> `GroupNorm(32)` -> optional ReLU: detectron2's `Conv2d(norm="GN")`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, activation: bool):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.GroupNorm(32, out_channels)
         self.activation = nn.ReLU(inplace=True) if activation else nn.Identity()
-        self._winograd_weight = DerivedTensorCache()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not winograd_applies(x, self.conv):
-            return super().forward(x)
-        weight = self._winograd_weight.get((self.conv.weight,), lambda: transform_weight(self.conv.weight))
-        return self.activation(self.norm(winograd_conv3x3(x, weight, self.conv.bias)))
 
 
 class MLP(nn.Module):
@@ -221,25 +99,7 @@ class GenVISAttention(nn.Module):
 
     def _project(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Project `[B, N, C]` with the q (0), k (1) or v (2) slice and split heads: `[B, h, N, d]`."""
-        return self._split_heads(linear(x, *self.projection(index)))
-
-    def _masked_attention_kernel(self, query: torch.Tensor, attention_mask: torch.Tensor | None):
-        """The compiled masked-attention kernel where it applies: CPU float32 inference with a contiguous boolean
-        mask `[B, 1, Nq, Nk]` shared by the heads (Mask2Former's masked cross-attention; 1.3-1.5x SDPA's speed
-        at 700-3000 keys; a query with no allowed key gets zeros, as with SDPA). None otherwise."""
-        if (
-            attention_mask is None
-            or attention_mask.dtype != torch.bool
-            or attention_mask.dim() != 4
-            or attention_mask.shape[:3] != (query.shape[0], 1, query.shape[1])
-            or not attention_mask.is_contiguous()
-            or torch.is_grad_enabled()
-            or (self.training and self.dropout > 0)
-            or query.device.type != "cpu"
-            or query.dtype != torch.float32
-        ):
-            return None
-        return inference_op("masked_attention")
+        return self._split_heads(F.linear(x, *self.projection(index)))
 
     def forward(
         self,
@@ -247,29 +107,17 @@ class GenVISAttention(nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        projected_key: torch.Tensor | None = None,
-        projected_value: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
-            query: `[B, Nq, C]`; key, value: `[B, Nk, C]` (ignored when their projections are given).
+            query: `[B, Nq, C]`; key, value: `[B, Nk, C]`.
             attention_mask: optional `[B, h, Nq, Nk]` (or broadcastable): bool, True where attention is allowed,
                 or float, added to the attention logits.
-            projected_key, projected_value: optional `[B, Nk, C]`, the key/value projections already computed
-                (e.g. several layers' projections of one memory in one product).
 
         Returns:
             `[B, Nq, C]`.
         """
-        kernel = self._masked_attention_kernel(query, attention_mask)
-        if kernel is not None:  # CPU inference with a boolean mask: see `inference_ops.py`
-            key = projected_key if projected_key is not None else linear(key, *self.projection(1))
-            value = projected_value if projected_value is not None else linear(value, *self.projection(2))
-            out = kernel(linear(query, *self.projection(0)), key, value, attention_mask[:, 0], self.num_heads)
-            return self.out_proj(out)
-        q = self._project(query, 0)
-        k = self._split_heads(projected_key) if projected_key is not None else self._project(key, 1)
-        v = self._split_heads(projected_value) if projected_value is not None else self._project(value, 2)
+        q, k, v = self._project(query, 0), self._project(key, 1), self._project(value, 2)  # each [B, h, N, d]
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)  # [B, h, Nq, d]
         out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.embed_dim)
@@ -297,19 +145,12 @@ class CrossAttentionLayer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         memory_position: torch.Tensor | None = None,
         query_position: torch.Tensor | None = None,
-        projected_key: torch.Tensor | None = None,
-        projected_value: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """hidden_states `[B, Nq, C]`, memory `[B, Nk, C]` -> `[B, Nq, C]`; see `GenVISAttention` for the optional
-        precomputed key/value projections (then `memory` and `memory_position` are not used)."""
+        """hidden_states `[B, Nq, C]`, memory `[B, Nk, C]` -> `[B, Nq, C]`."""
         query = self.norm(hidden_states) if self.pre_norm else hidden_states
-        if projected_key is not None:
-            attended = self.attention(_with_position(query, query_position), None, None, attention_mask,
-                                      projected_key, projected_value)  # fmt: skip
-        else:
-            attended = self.attention(
-                _with_position(query, query_position), _with_position(memory, memory_position), memory, attention_mask
-            )
+        attended = self.attention(
+            _with_position(query, query_position), _with_position(memory, memory_position), memory, attention_mask
+        )
         hidden_states = hidden_states + self.dropout(attended)
         return hidden_states if self.pre_norm else self.norm(hidden_states)
 
@@ -351,8 +192,7 @@ class FeedForwardLayer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         x = self.norm(hidden_states) if self.pre_norm else hidden_states
-        x = F.relu(linear(x, self.fc1.weight, self.fc1.bias), inplace=True)
-        x = linear(self.dropout(x), self.fc2.weight, self.fc2.bias)
+        x = self.fc2(self.dropout(F.relu(self.fc1(x))))
         hidden_states = hidden_states + self.dropout(x)
         return hidden_states if self.pre_norm else self.norm(hidden_states)
 
@@ -372,8 +212,11 @@ def sine_position_embedding(
         `[batch_size, 2 * num_pos_feats, height, width]` (an expanded view: do not write to it): y features first,
         then x features.
     """
-    with torch.inference_mode(False):  # a cached inference tensor must not leak into autograd later
-        table = _sine_position_table(height, width, num_pos_feats, str(device), temperature)
+    if torch.compiler.is_compiling():  # traced by torch.compile / torch.export: no cache of traced tensors
+        table = _sine_position_table.__wrapped__(height, width, num_pos_feats, str(device), temperature)
+    else:
+        with torch.inference_mode(False):  # a cached inference tensor must not leak into autograd later
+            table = _sine_position_table(height, width, num_pos_feats, str(device), temperature)
     return table.to(dtype).expand(batch_size, -1, -1, -1)
 
 

@@ -6,31 +6,37 @@
                                       └► stride-4 map ─► object decoder's mask projection ─► mask features
            object decoder(frame queries, ClipMemory) ─► clip-query logits / mask embeddings, ClipMemory'
 
-Videos of one batch are processed in groups of identical (length, padded size): the original has no
-padding mask, so a video padded up to a larger one would give different results; grouping makes each
-video's output equal to running it alone.
+Videos of one batch are processed in groups of identical (length, padded size) (`batching.py`): the original has
+no padding mask, so a video padded up to a larger one would give different results; grouping makes each video's
+output equal to running it alone.
+
+This module and the modules it composes are the reference: pure PyTorch, the same computation in training and
+inference. genvis_hf's CPU inference fast path (`genvis_hf/optimization/`) swaps faster modules in at `eval()`
+through the one hook of `GenVISPreTrainedModel.train`; see docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..configuration.configuration_genvis import GenVISConfig
-from .backbone_resnet import ConvFrozenBN, GenVISResNetBackbone
-from .backbone_swin import GenVISSwinBackbone, SwinMlp, SwinPatchMerging, SwinWindowAttention, relative_position_index
+from .backbone_resnet import ConvFrozenBN
+from .backbone_swin import SwinMlp, SwinPatchMerging, SwinWindowAttention, relative_position_index
+from .backbones import build_backbone
+from .batching import concatenate_frames, group_videos, pad_to, round_up, stack_padded, video_extents
 from .deformable_attention import MultiScaleDeformableAttention, resolve_backend
 from .frame_decoder import GenVISFrameDecoder
 from .layers import FrozenBatchNorm2d, GenVISAttention
 from .object_decoder import ClipMemory, GenVISObjectDecoder, ObjectDecoderOutput
-from .pixel_decoder import GenVISPixelDecoder, PixelDecoderOutput
+from .pixel_decoder import GenVISPixelDecoder
 
 
 @dataclass
@@ -94,20 +100,6 @@ GenVISVideoInstanceSegmentationOutput = GenVISModelOutput
 
 
 @dataclass
-class ClipOutput:
-    """What one clip of a group of G videos produces (internal to the clip loop)."""
-
-    object_output: ObjectDecoderOutput  # LB = L * G sequences
-    mask_features: torch.Tensor  # [G, Tc, mask_dim, H/4, W/4]
-    frame_queries: torch.Tensor  # [G, Tc, fQ, C] (last frame-decoder layer)
-    backbone_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
-    pixel_decoder_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
-    # Training only (`output_loss_inputs`): every frame-decoder prediction head, index 0 = before any layer.
-    frame_class_logits: list[torch.Tensor] | None = None  # each [G, Tc, fQ, K+1]
-    frame_mask_logits: list[torch.Tensor] | None = None  # each [G, Tc, fQ, H/4, W/4]
-
-
-@dataclass
 class FrameStagesOutput:
     """What the per-frame stages produce for a batch of N frames (internal)."""
 
@@ -135,75 +127,56 @@ class FrameStagesOutput:
 
 
 @dataclass
-class _PixelStage:
-    """The pixel decoder's outputs for a batch of frames, plus what the later stages derive from them (internal)."""
+class ClipOutput:
+    """What one clip of a group of G videos produces (internal to the clip loop)."""
 
-    pixels: PixelDecoderOutput
-    level_mask_features: list[torch.Tensor] | None  # frame mask features at the 3 levels' sizes (inference)
-    genvis_mask_features: torch.Tensor  # [N, mask_dim, H/4, W/4]
+    object_output: ObjectDecoderOutput  # LB = L * G sequences
+    mask_features: torch.Tensor  # [G, Tc, mask_dim, H/4, W/4]
+    frame_queries: torch.Tensor  # [G, Tc, fQ, C] (last frame-decoder layer)
+    backbone_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
+    pixel_decoder_features: list[torch.Tensor] | None = None  # each [G, Tc, C, H, W]
+    # Training only (`output_loss_inputs`): every frame-decoder prediction head, index 0 = before any layer.
+    frame_class_logits: list[torch.Tensor] | None = None  # each [G, Tc, fQ, K+1]
+    frame_mask_logits: list[torch.Tensor] | None = None  # each [G, Tc, fQ, H/4, W/4]
 
     @staticmethod
-    def concatenate(parts: list[_PixelStage]) -> _PixelStage:
-        def join(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
-            return None if tensors[0] is None else concatenate_frames(tensors)
+    def from_stages(stages: FrameStagesOutput, object_output: ObjectDecoderOutput, group: int) -> ClipOutput:
+        """The clip's outputs from its G * Tc frames' stage outputs (video-major) and the object decoder's."""
 
-        def join_levels(levels: list[list[torch.Tensor] | None]) -> list[torch.Tensor] | None:
-            return None if levels[0] is None else [torch.cat(level) for level in zip(*levels)]
+        def per_video(x: torch.Tensor) -> torch.Tensor:  # [G * Tc, ...] -> [G, Tc, ...]
+            return x.unflatten(0, (group, -1))
 
-        return _PixelStage(
-            pixels=PixelDecoderOutput(
-                multi_scale_features=join_levels([p.pixels.multi_scale_features for p in parts]),
-                stride4_features=join([p.pixels.stride4_features for p in parts]),
-                mask_features=join([p.pixels.mask_features for p in parts]),
-            ),
-            level_mask_features=join_levels([p.level_mask_features for p in parts]),
-            genvis_mask_features=join([p.genvis_mask_features for p in parts]),
+        def all_per_video(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+            return None if tensors is None else [per_video(x) for x in tensors]
+
+        return ClipOutput(
+            object_output=object_output,
+            mask_features=per_video(stages.mask_features),
+            frame_queries=per_video(stages.frame_queries[-1]),
+            backbone_features=all_per_video(stages.backbone_features),
+            pixel_decoder_features=all_per_video(stages.pixel_decoder_features),
+            frame_class_logits=all_per_video(stages.class_logits),
+            frame_mask_logits=all_per_video(stages.mask_logits),
         )
 
 
-def concatenate_frames(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """`torch.cat(tensors)` along dim 0, as a view when the tensors already lie one after the other in one
-    contiguous block of memory (e.g. frames written into slices of one video-wide tensor), else a copy."""
-    first = tensors[0]
-    offset = first.storage_offset()
-    for t in tensors:
-        adjacent = (
-            t.is_contiguous() and t.shape[1:] == first.shape[1:] and t.storage_offset() == offset
-            and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
-        )  # fmt: skip
-        if not adjacent:
-            return torch.cat(tensors)
-        offset += t.numel()
-    size = (sum(t.shape[0] for t in tensors), *first.shape[1:])
-    return first.as_strided(size, (math.prod(first.shape[1:]), *first.stride()[1:]), first.storage_offset())
+@dataclass
+class GroupLossInputs:
+    """What the training loss needs of one group of videos run together (see `GenVISModel.run_video_groups`)."""
+
+    members: list[int]  # indices of the group's videos in the batch
+    clips: list[ClipOutput]  # per clip, L * G sequences in the object decoder (l * G + g)
+    size: tuple[int, int, int]  # (length, padded height, padded width)
 
 
-def build_backbone(config: GenVISConfig) -> nn.Module:
-    if config.backbone_type == "resnet":
-        return GenVISResNetBackbone(
-            depth=config.resnet_depth,
-            stem_out_channels=config.resnet_stem_out_channels,
-            res2_out_channels=config.resnet_res2_out_channels,
-            width_per_group=config.resnet_width_per_group,
-            num_groups=config.resnet_num_groups,
-            stride_in_1x1=config.resnet_stride_in_1x1,
-            res5_dilation=config.resnet_res5_dilation,
-            norm=getattr(config, "resnet_norm", "FrozenBN"),
-        )
-    return GenVISSwinBackbone(
-        embed_dim=config.swin_embed_dim,
-        depths=config.swin_depths,
-        num_heads=config.swin_num_heads,
-        window_size=config.swin_window_size,
-        mlp_ratio=config.swin_mlp_ratio,
-        qkv_bias=config.swin_qkv_bias,
-        qk_scale=config.swin_qk_scale,
-        patch_size=config.swin_patch_size,
-        patch_norm=config.swin_patch_norm,
-        absolute_position_embedding=config.swin_absolute_position_embedding,
-        pretrain_image_size=config.swin_pretrain_image_size,
-        drop_path_rate=config.swin_drop_path_rate,
-    )
+class InferenceFastPath(Protocol):
+    """What genvis_hf's fast-path layer provides (`genvis_hf.optimization`); see `GenVISPreTrainedModel`."""
+
+    def on_mode_change(self, model: nn.Module, training: bool) -> None: ...
+    def optimize(self, model: nn.Module) -> None: ...
+    def restore(self, model: nn.Module) -> None: ...
+    def compile(self, model: nn.Module, **compile_kwargs) -> None: ...
+    def chunk_length(self, model: nn.Module, clip_length: int) -> int: ...
 
 
 class GenVISPreTrainedModel(PreTrainedModel):
@@ -214,6 +187,33 @@ class GenVISPreTrainedModel(PreTrainedModel):
     input_modalities = ("video",)
     supports_gradient_checkpointing = False
     _no_split_modules = ["GenVISFrameDecoder", "GenVISObjectDecoder", "GenVISPixelDecoder"]
+
+    # The fast path for inference (faster modules swapped in at `eval()`, out again at `train()`): genvis_hf registers
+    # it here when imported (`genvis_hf.optimization`); the model code exported for trust_remote_code has none and
+    # always runs the reference modules.
+    fast_path: ClassVar[InferenceFastPath | None] = None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if GenVISPreTrainedModel.fast_path is not None:
+            GenVISPreTrainedModel.fast_path.on_mode_change(self, training=mode)
+        return self
+
+    def optimize_for_inference(self):
+        """Swap in the fast-path modules now (what `eval()` does when `genvis_hf.settings.optimize_on_eval`);
+        returns the model. Parameters, buffers and state-dict keys stay the same objects."""
+        self._require_fast_path().optimize(self)
+        return self
+
+    def restore_reference(self):
+        """Put the reference modules back (what `train()` does): returns the model."""
+        self._require_fast_path().restore(self)
+        return self
+
+    def _require_fast_path(self) -> InferenceFastPath:
+        if GenVISPreTrainedModel.fast_path is None:
+            raise RuntimeError("this copy of the GenVIS code has no fast path (install genvis_hf and import it)")
+        return GenVISPreTrainedModel.fast_path
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -288,32 +288,12 @@ class GenVISPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
 
 
-def _pad_to(tensor: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """Zero-pad the trailing dims of `tensor` (at the end of each dim) up to `size`."""
-    pad = []
-    for current, target in zip(reversed(tensor.shape[-len(size) :]), reversed(size)):
-        pad += [0, target - current]
-    return F.pad(tensor, pad) if any(pad) else tensor
-
-
-def _stack_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack tensors of equal rank, zero-padding every dim to the largest (a view for a single tensor)."""
-    if len(tensors) == 1:
-        return tensors[0].unsqueeze(0)
-    size = [max(t.shape[d] for t in tensors) for d in range(tensors[0].dim())]
-    return torch.stack([_pad_to(t, size) for t in tensors])
-
-
 class GenVISModel(GenVISPreTrainedModel):
     """GenVIS: backbone, pixel decoder, frame decoder and object decoder with clip memory, run clip by clip.
 
     Its outputs are everything inference needs (clip-query logits, mask embeddings, mask features), so
     `GenVISVideoProcessor.post_process_video_instance_segmentation` works on them directly.
     """
-
-    # Inference: frames per call of the per-frame stages when clips are shorter (whole clips; see
-    # `forward_video_group`).
-    frames_per_call = 4
 
     def __init__(self, config: GenVISConfig):
         super().__init__(config)
@@ -377,52 +357,31 @@ class GenVISModel(GenVISPreTrainedModel):
         return resolve_backend(self.config.deformable_attention_backend, self.device)
 
     def compile_for_inference(self, **compile_kwargs) -> None:
-        """Opt-in `torch.compile` of the per-frame stages (backbone, pixel decoder, frame decoder, object
-        decoder); the clip loop stays in Python. The first run at each new input size and clip length pays the
-        compilation (~15-25 s for the R-50 on 2 CPU cores); results match the eager model within float rounding
-        (`tests/test_modeling.py`, `scripts/benchmark.py --compile`: identical labels, scores within 3e-8).
-
-        On CPUs it does not pay: the eager inference path already runs compiled ops (deformable attention,
-        Winograd convolutions, masked attention, fused convolutions) that dynamo cannot trace into, so it breaks
-        the graph around them, and the object decoder's memory read recompiles as the memory grows until dynamo's
-        cache limit makes it fall back to eager; measured 0.93-1.03x the eager speed online and 0.88-0.94x
-        semi-online (docs/performance.md)."""
-        for module in (self.backbone, self.pixel_decoder, self.frame_decoder, self.object_decoder):
+        """Opt-in `torch.compile` of the per-frame stages (backbone, pixel decoder, frame decoder) and of the object
+        decoder's transformer (`decode_queries`); the clip loop stays in Python. With genvis_hf's fast path, each
+        stage compiles as one graph (`fullgraph=True` works: its operators are registered with fake
+        implementations) and the memory read's growing length is a dynamic dimension; see
+        `genvis_hf.optimization.compile`. Without it, each stage module is compiled as it is."""
+        if GenVISPreTrainedModel.fast_path is not None:
+            GenVISPreTrainedModel.fast_path.compile(self, **compile_kwargs)
+            return
+        for module in (self.backbone, self.pixel_decoder, self.frame_decoder):
             module.compile(**compile_kwargs)
 
-    # ------------------------------------------------------------------ one clip
+    # ------------------------------------------------------------------ the stages
     def forward_frames(self, images: torch.Tensor, output_hidden_states: bool = False,
-                       output_loss_inputs: bool = False,
-                       mask_features_out: torch.Tensor | None = None) -> FrameStagesOutput:  # fmt: skip
+                       output_loss_inputs: bool = False) -> FrameStagesOutput:  # fmt: skip
         """The per-frame stages on a batch of frames `[N, 3, H, W]`: backbone -> pixel decoder -> frame decoder,
-        and the object decoder's mask projection of the stride-4 map. Every frame is independent of the others.
-        `mask_features_out` (contiguous `[N, mask_dim, H/4, W/4]`, inference) receives the GenVIS mask features.
-
-        On CPUs at inference the pixel decoder runs one frame at a time, which keeps a frame's activations in
-        cache (~20% faster per frame), while the backbone and the frame decoder (100-query products, which run
-        ~20% faster per frame on 4 frames than on 1) run on the whole batch. The batching changes results only
-        by float rounding."""
+        and the object decoder's mask projection of the stride-4 map. Every frame is independent of the others."""
         backbone_features = self.backbone(images)  # 4 x [N, C_i, H_i, W_i]
-        # Full-resolution frame mask features are needed for training losses and hidden states only; inference
-        # needs them at the levels' sizes, where they are cheaper to compute (`level_mask_features`).
-        full_mask_features = output_loss_inputs or output_hidden_states
-        if images.device.type == "cpu" and not output_loss_inputs and images.shape[0] > 1:
-            pixel_stage = _PixelStage.concatenate([
-                self._pixel_stage([f[i : i + 1] for f in backbone_features], full_mask_features,
-                                  None if mask_features_out is None else mask_features_out[i : i + 1])
-                for i in range(images.shape[0])
-            ])  # fmt: skip
-        else:
-            pixel_stage = self._pixel_stage(backbone_features, full_mask_features, mask_features_out)
-        pixels = pixel_stage.pixels
+        pixels = self.pixel_decoder(backbone_features)
         frame_output = self.frame_decoder(
             pixels.multi_scale_features, pixels.mask_features,
             output_all_heads=output_loss_inputs, output_predictions=output_loss_inputs,
-            level_mask_features=pixel_stage.level_mask_features,
         )  # fmt: skip
         return FrameStagesOutput(
-            frame_queries=frame_output.frame_queries,
-            mask_features=pixel_stage.genvis_mask_features,
+            frame_queries=frame_output.frame_queries,  # [heads kept, N, fQ, C]
+            mask_features=self.object_decoder.project_mask_features(pixels.stride4_features),  # [N, D, H/4, W/4]
             backbone_features=backbone_features if output_hidden_states else None,
             pixel_decoder_features=(
                 [*pixels.multi_scale_features, pixels.stride4_features, pixels.mask_features]
@@ -433,22 +392,8 @@ class GenVISModel(GenVISPreTrainedModel):
             mask_logits=frame_output.mask_logits,
         )
 
-    def _pixel_stage(self, backbone_features: list[torch.Tensor], full_mask_features: bool,
-                     mask_features_out: torch.Tensor | None = None) -> _PixelStage:  # fmt: skip
-        pixels = self.pixel_decoder(backbone_features, output_mask_features=full_mask_features)
-        level_mask_features = None
-        if not full_mask_features:
-            sizes = [tuple(x.shape[-2:]) for x in pixels.multi_scale_features]
-            level_mask_features = self.pixel_decoder.level_mask_features(pixels.stride4_features, sizes)
-        if mask_features_out is not None and mask_features_out.shape[-2:] != pixels.stride4_features.shape[-2:]:
-            mask_features_out = None  # a backbone whose stride-4 map is not exactly H/4 x W/4
-        genvis_mask_features = self.object_decoder.project_mask_features(pixels.stride4_features, mask_features_out)
-        return _PixelStage(pixels, level_mask_features, genvis_mask_features)
-
     def forward_clip(self, frames: torch.Tensor, memory: ClipMemory, output_hidden_states: bool = False,
-                     output_loss_inputs: bool = False,
-                     stages: FrameStagesOutput | None = None,
-                     frame_tokens: torch.Tensor | None = None) -> ClipOutput:  # fmt: skip
+                     output_loss_inputs: bool = False) -> ClipOutput:  # fmt: skip
         """Run one clip of a group of G videos of identical size.
 
         Args:
@@ -458,44 +403,20 @@ class GenVISModel(GenVISPreTrainedModel):
             output_loss_inputs: training: keep every frame-decoder head's class and mask logits, and feed the
                 object decoder the queries of the last L = `config.frame_queries_last_layers` heads as L * G
                 sequences (index l * G + g), as the original trains it.
-            stages: the per-frame stages' outputs for the clip's G * Tc frames (video-major), when the clip loop
-                computed them for several clips at once.
-            frame_tokens: the object encoder's output for the clip, `[G, Tc * fQ, C]`, when the clip loop encoded
-                several clips at once (inference).
         """
         group, clip_frames = frames.shape[:2]
-        if stages is None:
-            stages = self.forward_frames(frames.flatten(0, 1), output_hidden_states, output_loss_inputs)
+        stages = self.forward_frames(frames.flatten(0, 1), output_hidden_states, output_loss_inputs)
+        heads = stages.frame_queries[-self.config.frame_queries_last_layers :] if output_loss_inputs else stages.frame_queries[-1:]
+        # [L, G*Tc, fQ, C] -> [L*G, Tc, fQ, C]
+        sequences = heads.unflatten(1, (group, clip_frames)).flatten(0, 1)
+        return ClipOutput.from_stages(stages, self.object_decoder(sequences, memory), group)
 
-        def per_video(x: torch.Tensor) -> torch.Tensor:
-            return x.unflatten(0, (group, clip_frames))
-
-        # [G*Tc, fQ, C] -> [G, Tc, fQ, C] (the last head: the only one at inference)
-        frame_queries = per_video(stages.frame_queries[-1])
-        if output_loss_inputs:
-            last = stages.frame_queries[-self.config.frame_queries_last_layers :]  # [L, G*Tc, fQ, C]
-            object_output = self.object_decoder(last.unflatten(1, (group, clip_frames)).flatten(0, 1), memory)
-        else:
-            object_output = self.object_decoder(frame_queries, memory, frame_tokens)
-
-        return ClipOutput(
-            object_output=object_output,
-            mask_features=per_video(stages.mask_features),
-            frame_queries=frame_queries,
-            backbone_features=[per_video(f) for f in stages.backbone_features] if output_hidden_states else None,
-            pixel_decoder_features=(
-                [per_video(f) for f in stages.pixel_decoder_features] if output_hidden_states else None
-            ),
-            frame_class_logits=[per_video(x) for x in stages.class_logits] if output_loss_inputs else None,
-            frame_mask_logits=[per_video(x) for x in stages.mask_logits] if output_loss_inputs else None,
-        )
-
-    # ------------------------------------------------------------------ the clip loop
     def forward_video_group(self, pixel_values: torch.Tensor, clip_memory: ClipMemory | None = None,
                             output_hidden_states: bool = False,
                             output_loss_inputs: bool = False,
                             clip_length: int | None = None) -> tuple[list[ClipOutput], ClipMemory]:  # fmt: skip
-        """Run G videos of identical length and size clip by clip: `[G, T, 3, H, W]` -> per-clip outputs.
+        """The clip loop: G videos of identical length and size, `[G, T, 3, H, W]`, clip by clip -> per-clip outputs
+        and the memory after the last clip.
 
         Clip i holds frames `[i * W, (i + 1) * W)`; the last clip may be shorter. `clip_memory` continues a
         previous call on earlier frames of the same videos (then T should be a multiple of the clip length,
@@ -504,89 +425,83 @@ class GenVISModel(GenVISPreTrainedModel):
         `config.clip_length`."""
         memory = clip_memory if clip_memory is not None else ClipMemory()
         clip_length = clip_length or self.config.clip_length
-        chunk_length = clip_length
-        if not output_loss_inputs and not torch.is_grad_enabled():
-            chunk_length = self.inference_chunk_length(clip_length)
-        # Inference on one video: the GenVIS mask features are written straight into one video-wide tensor
-        # (`_scatter_group` then takes it without concatenating the frames: 12 MB a frame at 384x480).
-        video_mask_features = None
-        if chunk_length > clip_length and pixel_values.shape[0] == 1:
-            height, width = (s // self.config.common_stride for s in pixel_values.shape[-2:])
-            video_mask_features = pixel_values.new_empty((pixel_values.shape[1], self.config.mask_dim, height, width))
         outputs = []
-        for chunk_start in range(0, pixel_values.shape[1], chunk_length):
-            chunk = pixel_values[:, chunk_start : chunk_start + chunk_length]  # [G, Tk, 3, H, W]
-            group, chunk_frames = chunk.shape[:2]
-            chunk_stages, chunk_tokens = None, []
-            if chunk_length > clip_length:  # the per-frame stages of G * Tk frames, video-major
-                out = None if video_mask_features is None else video_mask_features[chunk_start : chunk_start + chunk_frames]
-                chunk_stages = self.forward_frames(chunk.flatten(0, 1), output_hidden_states, mask_features_out=out)
-                chunk_tokens = self._encode_whole_clips(chunk_stages.frame_queries[-1], group, clip_length)
-            for start in range(0, chunk_frames, clip_length):
-                clip_stages = None
-                if chunk_stages is not None:  # this clip's G * Tc frames
-                    # A slice of the flat frame dim for one video: a view through unflatten would carry an odd
-                    # batch stride, on which the pixel decoder's oneDNN convolutions ran ~20% slower.
-                    end = min(start + clip_length, chunk_frames)
-                    rows = slice(start, end) if group == 1 else [
-                        g * chunk_frames + t for g in range(group) for t in range(start, end)
-                    ]  # fmt: skip
-                    clip_stages = chunk_stages.select(rows)
-                clip_index = start // clip_length
-                clip = self.forward_clip(
-                    chunk[:, start : start + clip_length], memory, output_hidden_states, output_loss_inputs,
-                    clip_stages, chunk_tokens[clip_index] if clip_index < len(chunk_tokens) else None,
-                )  # fmt: skip
-                memory = clip.object_output.memory
-                outputs.append(clip)
+        for start in range(0, pixel_values.shape[1], clip_length):
+            clip = self.forward_clip(pixel_values[:, start : start + clip_length], memory, output_hidden_states,
+                                     output_loss_inputs)  # fmt: skip
+            memory = clip.object_output.memory
+            outputs.append(clip)
         return outputs, memory
 
-    def _encode_whole_clips(self, frame_queries: torch.Tensor, group: int, clip_length: int) -> list[torch.Tensor]:
-        """The object encoder's frame tokens of a chunk's whole clips, encoded in one batch (the encoder is
-        independent per clip; on CPUs one call on 4 clips of 100 queries costs 5.8 ms a clip instead of 8.0).
-
-        frame_queries: the chunk's last-head frame queries, `[G * Tk, fQ, C]`, video-major. Returns one
-        `[G, Tc * fQ, C]` tensor per whole clip, in order (a shorter last clip is left to `forward_clip`)."""
-        per_video = frame_queries.unflatten(0, (group, -1))  # [G, Tk, fQ, C]
-        whole = per_video.shape[1] // clip_length
-        if whole == 0:
-            return []
-        clips = per_video[:, : whole * clip_length].unflatten(1, (whole, clip_length))  # [G, n, Tc, fQ, C]
-        tokens = self.object_decoder.encode_clips(clips.transpose(0, 1).flatten(0, 1))  # [n * G, Tc * fQ, C]
-        return list(tokens.unflatten(0, (whole, group)))
-
-    def inference_chunk_length(self, clip_length: int) -> int:
-        """Frames per call of the per-frame stages at inference: the fewest whole clips that make at least
-        `frames_per_call` frames (online 4 clips of 1, semi-online 2 clips of 3). Those stages are independent
-        per frame, and on CPUs the backbone's convolutions and the frame decoder's products run faster per frame
-        on a few frames than on one. A caller that feeds a video in pieces (`genvis_hf.inference`) cuts it at
-        multiples of this length, so that its results equal one call on the whole video bit for bit."""
-        return clip_length * max(1, math.ceil(self.frames_per_call / clip_length))
-
     # ------------------------------------------------------------------ batch of videos
-    def _video_extents(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None):
-        """Per video: (length, height, width) of the real content, from `pixel_mask` `[B, T, H, W]`."""
-        batch, num_frames, _, height, width = pixel_values.shape
-        if pixel_mask is None:
-            return [(num_frames, height, width)] * batch
-        if pixel_mask.shape != (batch, num_frames, height, width):
+    def run_video_groups(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None,
+                         clip_memory: ClipMemory | None = None, output_hidden_states: bool = False,
+                         output_loss_inputs: bool = False,
+                         clip_length: int | None = None) -> tuple[GenVISModelOutput, list[GroupLossInputs]]:  # fmt: skip
+        """The batch forward behind `forward` (see there for the arguments): the videos grouped by (length, padded
+        size), each group through `forward_video_group`, the outputs padded back into one batch. With
+        `output_loss_inputs` (the training forward of `GenVISForVideoInstanceSegmentation`) it also returns, per
+        group, what the loss needs."""
+        if pixel_values.dim() == 4:
+            pixel_values = pixel_values.unsqueeze(0)
+            pixel_mask = pixel_mask.unsqueeze(0) if pixel_mask is not None else None
+        if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
             raise ValueError(
-                f"pixel_mask has shape {tuple(pixel_mask.shape)}, expected {(batch, num_frames, height, width)} "
-                "([batch, frames, height, width], matching pixel_values)"
+                f"pixel_values must be [batch, frames, 3, height, width], got shape {tuple(pixel_values.shape)}"
             )
-        extents = []
-        valid = pixel_mask.bool()
-        for b in range(batch):
-            frames_valid = valid[b].flatten(1).any(1)
-            length = int(frames_valid.sum())
-            if length == 0:
-                raise ValueError(f"video {b} of the batch has no valid frame in pixel_mask")
-            if not bool(frames_valid[:length].all()):
-                raise ValueError(f"video {b}: pixel_mask marks a padding frame before a valid one")
-            rows = valid[b, :length].any(0).any(1)
-            cols = valid[b, :length].any(0).any(0)
-            extents.append((length, int(rows.nonzero().max()) + 1, int(cols.nonzero().max()) + 1))
-        return extents
+        if clip_memory is not None and output_loss_inputs:
+            raise ValueError("clip_memory cannot be continued in a training (loss) forward")
+        divisor = self.config.size_divisibility
+        extents = video_extents(pixel_values, pixel_mask)
+        pixel_values = pad_to(pixel_values, [round_up(s, divisor) for s in pixel_values.shape[-2:]]).to(self.dtype)
+        groups = group_videos(extents, divisor, tuple(pixel_values.shape[-2:]) if output_loss_inputs else None)
+        if clip_memory is not None and len(groups) > 1:
+            raise ValueError("clip_memory can only continue a batch whose videos share length and padded size")
+
+        per_video: list[dict[str, torch.Tensor]] = [{} for _ in extents]
+        padded_sizes: list[list[int]] = [[]] * len(extents)
+        final_memory = None
+        loss_inputs = []
+        for key, members in groups.items():
+            length, padded_h, padded_w = key
+            clips, final_memory = self.forward_video_group(
+                pixel_values[members, :length, :, :padded_h, :padded_w], clip_memory, output_hidden_states,
+                output_loss_inputs, clip_length,
+            )  # fmt: skip
+            _scatter_group(clips, members, per_video)
+            for b in members:
+                padded_sizes[b] = [padded_h, padded_w]
+            if output_loss_inputs:
+                loss_inputs.append(GroupLossInputs(members, clips, key))
+                final_memory = None  # it holds L * G training sequences, not the videos' inference state
+
+        def batch_of(key: str) -> torch.Tensor:
+            return stack_padded([video[key] for video in per_video])
+
+        device = pixel_values.device
+        outputs = GenVISModelOutput(
+            class_queries_logits=batch_of("class_logits"),
+            mask_embeddings=batch_of("mask_embeddings"),
+            mask_features=batch_of("mask_features"),
+            clip_queries_hidden_states=batch_of("hidden_states"),
+            propagated_queries=batch_of("propagated_queries"),
+            memory_keys=batch_of("memory_keys"),
+            memory_values=batch_of("memory_values"),
+            frame_queries=batch_of("frame_queries"),
+            video_lengths=torch.tensor([e[0] for e in extents], device=device),
+            num_clips=torch.tensor([video["class_logits"].shape[0] for video in per_video], device=device),
+            clip_lengths=batch_of("clip_lengths"),
+            image_sizes=torch.tensor([e[1:] for e in extents], device=device),
+            padded_image_sizes=torch.tensor(padded_sizes, device=device),
+            clip_memory=final_memory,
+            backbone_hidden_states=(
+                tuple(batch_of(f"backbone_{i}") for i in range(4)) if output_hidden_states else None
+            ),
+            pixel_decoder_hidden_states=(
+                tuple(batch_of(f"pixel_decoder_{i}") for i in range(5)) if output_hidden_states else None
+            ),
+        )
+        return outputs, loss_inputs
 
     def forward(
         self,
@@ -615,112 +530,37 @@ class GenVISModel(GenVISPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs, _ = self._forward_groups(pixel_values, pixel_mask, clip_memory, output_hidden_states,
-                                          clip_length=clip_length)  # fmt: skip
+        outputs, _ = self.run_video_groups(pixel_values, pixel_mask, clip_memory, output_hidden_states,
+                                           clip_length=clip_length)  # fmt: skip
         return outputs if return_dict else outputs.to_tuple()
 
-    def _forward_groups(self, pixel_values, pixel_mask, clip_memory, output_hidden_states: bool,
-                        output_loss_inputs: bool = False, clip_length: int | None = None):  # fmt: skip
-        """The batch forward: `(GenVISModelOutput, loss_inputs)`; `loss_inputs` (with `output_loss_inputs`) is one
-        `(member video indices, per-clip ClipOutputs, (length, padded height, padded width))` per group."""
-        if pixel_values.dim() == 4:
-            pixel_values = pixel_values.unsqueeze(0)
-            pixel_mask = pixel_mask.unsqueeze(0) if pixel_mask is not None else None
-        if pixel_values.dim() != 5 or pixel_values.shape[2] != 3:
-            raise ValueError(
-                f"pixel_values must be [batch, frames, 3, height, width], got shape {tuple(pixel_values.shape)}"
-            )
-        divisor = self.config.size_divisibility
-        extents = self._video_extents(pixel_values, pixel_mask)
-        pixel_values = _pad_to(
-            pixel_values, [math.ceil(s / divisor) * divisor for s in pixel_values.shape[-2:]]
-        ).to(self.dtype)
 
-        groups: dict[tuple[int, int, int], list[int]] = {}
-        padded_sizes = []
-        for b, (length, height, width) in enumerate(extents):
-            if output_loss_inputs:
-                # Training pads every video to the batch's size, as the original (one group per video length, so
-                # every process of a distributed run makes the same loss calls).
-                key = (length, pixel_values.shape[-2], pixel_values.shape[-1])
-            else:
-                key = (length, math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor)
-            groups.setdefault(key, []).append(b)
-            padded_sizes.append(list(key[1:]))
-        if clip_memory is not None and len(groups) > 1:
-            raise ValueError("clip_memory can only continue a batch whose videos share length and padded size")
+def _scatter_group(clips: list[ClipOutput], members: list[int], per_video: list[dict]) -> None:
+    """Split a group's per-clip outputs into per-video tensors (clips or frames along dim 0). In a training forward
+    the object decoder ran L * G sequences; the videos' outputs are those of the last frame-decoder layer
+    (sequences (L - 1) * G + g), i.e. what inference computes."""
+    offset = clips[0].object_output.class_logits.shape[1] - len(members)
 
-        if output_loss_inputs and clip_memory is not None:
-            raise ValueError("clip_memory cannot be continued in a training (loss) forward")
-        per_video: list[dict[str, torch.Tensor]] = [{} for _ in extents]
-        final_memory = None
-        loss_inputs = []
-        for key, members in groups.items():
-            length, padded_h, padded_w = key
-            clips, final_memory = self.forward_video_group(
-                pixel_values[members, :length, :, :padded_h, :padded_w], clip_memory, output_hidden_states,
-                output_loss_inputs, clip_length,
-            )  # fmt: skip
-            self._scatter_group(clips, members, per_video)
-            if output_loss_inputs:
-                loss_inputs.append((members, clips, key))
-                final_memory = None  # it holds L * G training sequences, not the videos' inference state
+    def last_layer(clip: ClipOutput, name: str) -> torch.Tensor:
+        return getattr(clip.object_output, name)[-1]  # [LG, cQ, X]
 
-        def batch_of(key: str) -> torch.Tensor:
-            return _stack_padded([video[key] for video in per_video])
-
-        outputs = GenVISModelOutput(
-            class_queries_logits=batch_of("class_logits"),
-            mask_embeddings=batch_of("mask_embeddings"),
-            mask_features=batch_of("mask_features"),
-            clip_queries_hidden_states=batch_of("hidden_states"),
-            propagated_queries=batch_of("propagated_queries"),
-            memory_keys=batch_of("memory_keys"),
-            memory_values=batch_of("memory_values"),
-            frame_queries=batch_of("frame_queries"),
-            video_lengths=torch.tensor([e[0] for e in extents], device=pixel_values.device),
-            num_clips=torch.tensor([per_video[b]["class_logits"].shape[0] for b in range(len(extents))],
-                                   device=pixel_values.device),  # fmt: skip
-            clip_lengths=_stack_padded([video["clip_lengths"] for video in per_video]),
-            image_sizes=torch.tensor([e[1:] for e in extents], device=pixel_values.device),
-            padded_image_sizes=torch.tensor(padded_sizes, device=pixel_values.device),
-            clip_memory=final_memory,
-            backbone_hidden_states=(
-                tuple(batch_of(f"backbone_{i}") for i in range(4)) if output_hidden_states else None
-            ),
-            pixel_decoder_hidden_states=(
-                tuple(batch_of(f"pixel_decoder_{i}") for i in range(5)) if output_hidden_states else None
-            ),
-        )
-        return outputs, loss_inputs
-
-    @staticmethod
-    def _scatter_group(clips: list[ClipOutput], members: list[int], per_video: list[dict]) -> None:
-        """Split a group's per-clip outputs into per-video tensors (clips or frames along dim 0). In a training
-        forward the object decoder ran L * G sequences; the videos' outputs are those of the last frame-decoder
-        layer (sequences (L - 1) * G + g), i.e. what inference computes."""
-        offset = clips[0].object_output.class_logits.shape[1] - len(members)
-
-        def last_layer(clip: ClipOutput, name: str) -> torch.Tensor:
-            return getattr(clip.object_output, name)[-1]  # [LG, cQ, X]
-
-        for g, b in enumerate(members):
-            video = per_video[b]
-            s = offset + g
-            video["class_logits"] = torch.stack([last_layer(c, "class_logits")[s] for c in clips])
-            video["mask_embeddings"] = torch.stack([last_layer(c, "mask_embeddings")[s] for c in clips])
-            video["hidden_states"] = torch.stack([last_layer(c, "hidden_states")[s] for c in clips])
-            video["propagated_queries"] = torch.stack([c.object_output.memory.queries[s] for c in clips])
-            video["memory_keys"] = torch.stack([c.object_output.memory.keys[-1][s] for c in clips])
-            video["memory_values"] = torch.stack([c.object_output.memory.values[-1][s] for c in clips])
-            video["mask_features"] = concatenate_frames([c.mask_features[g] for c in clips])
-            video["frame_queries"] = torch.cat([c.frame_queries[g] for c in clips])
-            video["clip_lengths"] = torch.tensor([c.frame_queries.shape[1] for c in clips], device=clips[0].mask_features.device)
-            if clips[0].backbone_features is not None:
-                for i in range(4):
-                    video[f"backbone_{i}"] = torch.cat([c.backbone_features[i][g] for c in clips])
-                for i in range(5):
-                    video[f"pixel_decoder_{i}"] = torch.cat([c.pixel_decoder_features[i][g] for c in clips])
+    for g, b in enumerate(members):
+        video = per_video[b]
+        s = offset + g
+        video["class_logits"] = torch.stack([last_layer(c, "class_logits")[s] for c in clips])
+        video["mask_embeddings"] = torch.stack([last_layer(c, "mask_embeddings")[s] for c in clips])
+        video["hidden_states"] = torch.stack([last_layer(c, "hidden_states")[s] for c in clips])
+        video["propagated_queries"] = torch.stack([c.object_output.memory.queries[s] for c in clips])
+        video["memory_keys"] = torch.stack([c.object_output.memory.keys[-1][s] for c in clips])
+        video["memory_values"] = torch.stack([c.object_output.memory.values[-1][s] for c in clips])
+        video["mask_features"] = concatenate_frames([c.mask_features[g] for c in clips])
+        video["frame_queries"] = torch.cat([c.frame_queries[g] for c in clips])
+        video["clip_lengths"] = torch.tensor([c.frame_queries.shape[1] for c in clips], device=clips[0].mask_features.device)
+        if clips[0].backbone_features is not None:
+            for i in range(4):
+                video[f"backbone_{i}"] = torch.cat([c.backbone_features[i][g] for c in clips])
+            for i in range(5):
+                video[f"pixel_decoder_{i}"] = torch.cat([c.pixel_decoder_features[i][g] for c in clips])
 
 
 class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
@@ -791,7 +631,7 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
         batch = pixel_values.shape[0] if pixel_values.dim() == 5 else 1
         if len(labels) != batch:
             raise ValueError(f"labels has {len(labels)} entries for a batch of {batch} videos")
-        outputs, loss_inputs = self.model._forward_groups(
+        outputs, loss_inputs = self.model.run_video_groups(
             pixel_values, pixel_mask, clip_memory, bool(output_hidden_states), output_loss_inputs=True,
             clip_length=clip_length,
         )
@@ -800,11 +640,12 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
         # the same calls); not in evaluation, where videos of different lengths make different numbers of groups.
         criterion = GenVISLoss(self.config, reduce_across_processes=self.training)
         loss_dict: dict[str, torch.Tensor] = {}
-        for members, clips, (length, padded_h, padded_w) in loss_inputs:
-            device = clips[0].mask_features.device
-            targets = prepare_targets([labels[b] for b in members], length, (padded_h, padded_w), device)
-            share = len(members) / batch  # groups (videos of different sizes) count by their share of videos
-            for name, value in criterion(clips, targets).items():
+        for group in loss_inputs:
+            length, padded_h, padded_w = group.size
+            device = group.clips[0].mask_features.device
+            targets = prepare_targets([labels[b] for b in group.members], length, (padded_h, padded_w), device)
+            share = len(group.members) / batch  # groups (videos of different sizes) count by their share of videos
+            for name, value in criterion(group.clips, targets).items():
                 loss_dict[name] = loss_dict.get(name, 0.0) + value * share
         outputs = GenVISModelOutput(loss=sum(loss_dict.values()), **dict(outputs.items()), loss_dict=loss_dict)
         return outputs if return_dict else outputs.to_tuple()

@@ -40,6 +40,12 @@ class ClipMemory:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def stacked(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Keys and values as `[LB, M, cQ, C]` tensors (None, None when empty)."""
+        if not self.keys:
+            return None, None
+        return torch.stack(self.keys, dim=1), torch.stack(self.values, dim=1)
+
 
 @dataclass
 class ObjectDecoderOutput:
@@ -136,31 +142,15 @@ class GenVISObjectDecoder(nn.Module):
             nn.Linear(hidden_dim, hidden_dim) if use_similarity_heads and similarity_use_clip else None
         )
 
-    def project_mask_features(self, stride4_features: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """GenVIS mask features: `mask_projection` (1x1) of the pixel decoder's stride-4 map, `[N, C, H, W]` ->
-        `[N, D, H, W]`, as the batched product `W [D, C] x X [N, C, H*W]`, which returns the contiguous (NCHW)
-        layout whatever the input's. These maps are concatenated over the video and multiplied with the mask
-        embeddings in post-processing, both of which want that layout: a channels-last result (what the
-        convolution gives for a channels-last input) costs a transposing copy there (~10 ms a frame at 96x120).
-
-        `out`: optional contiguous `[N, D, H, W]` to write the result into (inference: the frames' slice of a
-        video-wide tensor, which saves concatenating the frames afterwards)."""
-        batch, _, height, width = stride4_features.shape
-        weight = self.mask_projection.weight.flatten(1).expand(batch, -1, -1)  # [N, D, C]
-        pixels = stride4_features.flatten(2)  # [N, C, H*W] (a view for NCHW and channels-last inputs)
-        bias = self.mask_projection.bias
-        target = None if out is None else out.view(batch, -1, height * width)
-        if bias is None:
-            projected = torch.bmm(weight, pixels, out=target)
-        else:
-            projected = torch.baddbmm(bias.view(1, -1, 1), weight, pixels, out=target)
-        return projected.view(batch, -1, height, width)
+    def project_mask_features(self, stride4_features: torch.Tensor) -> torch.Tensor:
+        """GenVIS mask features: `mask_projection` (1x1) of the pixel decoder's stride-4 map, `[N, C, H/4, W/4]` ->
+        `[N, mask_dim, H/4, W/4]`."""
+        return self.mask_projection(stride4_features)
 
     # ------------------------------------------------------------------ frame-query encoder
     def encode_clips(self, frame_queries: torch.Tensor) -> torch.Tensor:
         """Input projection + encoder: `[LB, Tc, fQ, C]` frame queries -> `[LB, Tc * fQ, C]` frame tokens.
-        Independent per sequence, so at inference the clips of a chunk are encoded in one batch (`forward`'s
-        `frame_tokens`)."""
+        Independent per sequence (several clips may be encoded in one batch)."""
         return self.encode_frame_queries(self.input_projection(frame_queries))
 
     def encode_frame_queries(self, frame_queries: torch.Tensor) -> torch.Tensor:
@@ -212,50 +202,36 @@ class GenVISObjectDecoder(nn.Module):
         return x[:, :num_frames]
 
     # ------------------------------------------------------------------ memory read
-    def read_memory(self, queries: torch.Tensor, memory: ClipMemory) -> torch.Tensor:
+    def read_memory(self, queries: torch.Tensor, memory_keys: torch.Tensor | None,
+                    memory_values: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
         """GenVIS query update: `q + V(q) + sum_m softmax_m(<K(q)_i, key_m,i>) value_m,i` (per query slot i,
-        no scaling; the read is zero without memory). `[LB, cQ, C]` -> `[LB, cQ, C]`."""
+        no scaling; the read is zero without memory). queries `[LB, cQ, C]`, memory keys / values
+        `[LB, M, cQ, C]` (or None before the first clip) -> `[LB, cQ, C]`."""
         update = self.query_value_projection(queries)
-        if len(memory) > 0:
+        if memory_keys is not None:
             query_keys = self.query_key_projection(queries)  # [LB, cQ, C]
-            keys = torch.stack(memory.keys, dim=1)  # [LB, M, cQ, C]
-            values = torch.stack(memory.values, dim=1)  # [LB, M, cQ, C]
-            weights = torch.einsum("bqc,bmqc->bmq", query_keys, keys).softmax(dim=1)  # [LB, M, cQ]
-            update = update + torch.einsum("bmq,bmqc->bqc", weights, values)
+            weights = torch.einsum("bqc,bmqc->bmq", query_keys, memory_keys).softmax(dim=1)  # [LB, M, cQ]
+            update = update + torch.einsum("bmq,bmqc->bqc", weights, memory_values)
         return queries + update
 
     # ------------------------------------------------------------------ one clip
-    def forward(self, frame_queries: torch.Tensor, memory: ClipMemory,
-                frame_tokens: torch.Tensor | None = None) -> ObjectDecoderOutput:  # fmt: skip
+    def forward(self, frame_queries: torch.Tensor, memory: ClipMemory) -> ObjectDecoderOutput:
         """
         Args:
             frame_queries: `[LB, Tc, fQ, C]` normalised frame-decoder queries of one clip.
             memory: state carried from the previous clips of the same `LB` sequences.
-            frame_tokens: optional `encode_clips(frame_queries)`, `[LB, Tc * fQ, C]`, when the caller encoded
-                several clips at once.
         """
-        batch, num_frames, num_frame_queries, _ = frame_queries.shape
-        if frame_tokens is None:
-            frame_tokens = self.encode_clips(frame_queries)  # [LB, Tc*fQ, C]
-        frame_similarity = (
-            self.frame_similarity_embedder(frame_tokens) if self.frame_similarity_embedder is not None else None
-        )
-        # Position of frame token (t, q) is the embedding of q, whatever t.
-        frame_token_position = self.frame_query_position_embeddings.weight.repeat(num_frames, 1).unsqueeze(0)
-        query_position = self.query_position_embeddings.weight.unsqueeze(0)  # [1, cQ, C]
+        return self.decode(self.encode_clips(frame_queries), memory, num_frames=frame_queries.shape[1])
 
+    def decode(self, frame_tokens: torch.Tensor, memory: ClipMemory, num_frames: int) -> ObjectDecoderOutput:
+        """The clip queries read the memory, then decode the clip's encoded frame queries (`encode_clips`,
+        `[LB, Tc * fQ, C]`, `Tc = num_frames`); the heads and the memory update follow."""
+        batch = frame_tokens.shape[0]
         queries = memory.queries
         if queries is None:
             queries = self.query_features.weight.unsqueeze(0).expand(batch, -1, -1)
-        queries = self.read_memory(queries, memory)  # [LB, cQ, C]
-
-        collected = []
-        keep_all = self.training and self.deep_supervision
-        for index, layer in enumerate(self.decoder_layers):
-            queries = layer(queries, frame_tokens, frame_token_position, query_position)
-            if keep_all or index == len(self.decoder_layers) - 1:
-                collected.append(self.decoder_norm(queries))
-        hidden_states = torch.stack(collected)  # [D, LB, cQ, C]
+        memory_keys, memory_values = memory.stacked()
+        queries, hidden_states = self.decode_queries(frame_tokens, queries, memory_keys, memory_values, num_frames)
 
         last = hidden_states[-1]
         new_memory = ClipMemory(
@@ -270,6 +246,26 @@ class GenVISObjectDecoder(nn.Module):
             clip_similarity_embeddings=(
                 self.clip_similarity_embedder(hidden_states) if self.clip_similarity_embedder is not None else None
             ),
-            frame_similarity_embeddings=frame_similarity,
+            frame_similarity_embeddings=(
+                self.frame_similarity_embedder(frame_tokens) if self.frame_similarity_embedder is not None else None
+            ),
             memory=new_memory,
         )
+
+    def decode_queries(self, frame_tokens: torch.Tensor, queries: torch.Tensor, memory_keys: torch.Tensor | None,
+                       memory_values: torch.Tensor | None, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The transformer part of `decode`, on tensors only: frame_tokens `[LB, Tc * fQ, C]`, queries `[LB, cQ, C]`
+        (raw, from the previous clip), memory keys / values `[LB, M, cQ, C]` or None -> (the raw last-layer
+        queries `[LB, cQ, C]`, normalised layer outputs `[D, LB, cQ, C]`: every layer with deep supervision in
+        training, else the last)."""
+        # Position of frame token (t, q) is the embedding of q, whatever t.
+        frame_token_position = self.frame_query_position_embeddings.weight.repeat(num_frames, 1).unsqueeze(0)
+        query_position = self.query_position_embeddings.weight.unsqueeze(0)  # [1, cQ, C]
+        queries = self.read_memory(queries, memory_keys, memory_values)  # [LB, cQ, C]
+        collected = []
+        keep_all = self.training and self.deep_supervision
+        for index, layer in enumerate(self.decoder_layers):
+            queries = layer(queries, frame_tokens, frame_token_position, query_position)
+            if keep_all or index == len(self.decoder_layers) - 1:
+                collected.append(self.decoder_norm(queries))
+        return queries, torch.stack(collected)  # [LB, cQ, C], [D, LB, cQ, C]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deformable_attention import MultiScaleDeformableAttention
-from .layers import ConvNormActivation, linear, sine_position_embedding
+from .layers import ConvNormActivation, sine_position_embedding
 
 
 @dataclass
@@ -25,13 +25,12 @@ class PixelDecoderOutput:
     Attributes:
         multi_scale_features: 3 maps `[N, C, H_l, W_l]`, strides 32, 16, 8 (the frame decoder's inputs).
         stride4_features: `[N, C, H/4, W/4]`, the FPN output before any projection (GenVIS mask input).
-        mask_features: `[N, mask_dim, H/4, W/4]`, 1x1 projection of `stride4_features` (frame decoder masks);
-            None when not asked for (`GenVISPixelDecoder.forward(output_mask_features=False)`).
+        mask_features: `[N, mask_dim, H/4, W/4]`, 1x1 projection of `stride4_features` (frame decoder masks).
     """
 
     multi_scale_features: list[torch.Tensor]
     stride4_features: torch.Tensor
-    mask_features: torch.Tensor | None
+    mask_features: torch.Tensor
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -50,20 +49,11 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, hidden_states, position_embeddings, reference_points, spatial_shapes, spatial_shapes_list,
                 level_start_index):  # fmt: skip
         """hidden_states, position_embeddings `[N, S, C]`; reference_points `[N, S, L, 2]` -> `[N, S, C]`."""
-        queries = hidden_states + position_embeddings
-        if self.training and self.dropout.p > 0:
-            attended = self.self_attn(queries, reference_points, hidden_states, spatial_shapes, spatial_shapes_list,
-                                      level_start_index)  # fmt: skip
-            hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
-            ffn = self.dropout(F.relu(linear(hidden_states, self.fc1.weight, self.fc1.bias), inplace=True))
-            return self.final_layer_norm(hidden_states + self.dropout(linear(ffn, self.fc2.weight, self.fc2.bias)))
-        # Without dropout the residual adds and the ReLU can be post-ops of the products (see `layers.linear`).
-        hidden_states = self.self_attn_layer_norm(
-            self.self_attn(queries, reference_points, hidden_states, spatial_shapes, spatial_shapes_list,
-                           level_start_index, residual=hidden_states)
-        )  # fmt: skip
-        ffn = linear(hidden_states, self.fc1.weight, self.fc1.bias, relu=True)
-        return self.final_layer_norm(linear(ffn, self.fc2.weight, self.fc2.bias, residual=hidden_states))
+        attended = self.self_attn(hidden_states + position_embeddings, reference_points, hidden_states, spatial_shapes,
+                                  spatial_shapes_list, level_start_index)  # fmt: skip
+        hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attended))
+        ffn = self.fc2(self.dropout(F.relu(self.fc1(hidden_states))))
+        return self.final_layer_norm(hidden_states + self.dropout(ffn))
 
 
 def encoder_reference_points(spatial_shapes_list: list[tuple[int, int]], batch_size: int,
@@ -126,22 +116,23 @@ class GenVISPixelDecoder(nn.Module):
         for layer in self.encoder_layers:
             layer.self_attn.backend = backend
 
-    def forward(self, features: list[torch.Tensor], output_mask_features: bool = True) -> PixelDecoderOutput:
-        """features: backbone maps res2..res5 (fine to coarse), `[N, C_i, H_i, W_i]`. Without
-        `output_mask_features` the stride-4 projection is left to the caller (see `level_mask_features`).
+    def forward(self, features: list[torch.Tensor]) -> PixelDecoderOutput:
+        """features: backbone maps res2..res5 (fine to coarse), `[N, C_i, H_i, W_i]`."""
+        multi_scale_features, stride4_features = self.forward_features(features)
+        return PixelDecoderOutput(multi_scale_features, stride4_features, self.mask_projection(stride4_features))
 
-        Convolutions run on channels-last tensors (oneDNN reaches 2-3x the speed of NCHW on CPUs), and the
-        token <-> map reshapes are views of that layout; outputs are channels-last `[N, C, H, W]` tensors.
-        """
-        channels_last = torch.channels_last
+    def forward_features(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The deformable encoder over the coarsest levels, then the FPN down to stride 4: (the encoder's three
+        levels `[N, C, H_l, W_l]`, coarse to fine; the stride-4 map `[N, C, H/4, W/4]`). The maps keep the memory
+        layout of `features` (channels-last in, channels-last out)."""
         transformer_inputs = features[-self.num_transformer_levels :][::-1]  # coarse to fine
         batch = transformer_inputs[0].shape[0]
         sources, positions, spatial_shapes_list = [], [], []
         for level, (x, projection) in enumerate(zip(transformer_inputs, self.input_projections)):
             height, width = x.shape[-2:]
             spatial_shapes_list.append((height, width))
-            projected = projection(x.contiguous(memory_format=channels_last))  # [N, C, H, W], channels-last
-            sources.append(projected.flatten(2).transpose(1, 2))  # [N, H*W, C] (a view)
+            projected = projection(x)  # [N, C, H, W]
+            sources.append(projected.flatten(2).transpose(1, 2))  # [N, H*W, C]
             position = sine_position_embedding(batch, height, width, self.hidden_dim // 2, x.device, projected.dtype)
             positions.append(position.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
         hidden_states = torch.cat(sources, 1)  # [N, S, C]
@@ -156,28 +147,14 @@ class GenVISPixelDecoder(nn.Module):
                                   spatial_shapes_list, level_start_index)  # fmt: skip
 
         outputs = [
-            level_states.reshape(batch, height, width, -1).permute(0, 3, 1, 2)  # [N, C, H_l, W_l], channels-last
+            level_states.reshape(batch, height, width, -1).permute(0, 3, 1, 2)  # [N, C, H_l, W_l] (channels-last)
             for level_states, (height, width) in zip(
                 hidden_states.split([h * w for h, w in spatial_shapes_list], dim=1), spatial_shapes_list
             )
         ]
         fpn_inputs = features[: self.num_fpn_levels][::-1]  # coarse to fine
         for x, lateral_conv, output_conv in zip(fpn_inputs, self.lateral_convs, self.output_convs):
-            lateral = lateral_conv(x.contiguous(memory_format=channels_last))
+            lateral = lateral_conv(x)
             upsampled = F.interpolate(outputs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             outputs.append(output_conv(lateral + upsampled))
-        return PixelDecoderOutput(
-            multi_scale_features=outputs[:3],
-            stride4_features=outputs[-1],
-            mask_features=self.mask_projection(outputs[-1]) if output_mask_features else None,
-        )
-
-    def level_mask_features(self, stride4_features: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-        """`mask_features` resized bilinearly to each of `sizes`, `[N, mask_dim, h, w]` each, computed as the
-        projection of the resized stride-4 map: bilinear weights sum to one, so resizing commutes with the 1x1
-        projection (bias included), and the projection then runs on a third of the pixels. What the frame decoder
-        needs at inference (its attention masks at each level's size)."""
-        return [
-            self.mask_projection(F.interpolate(stride4_features, size=size, mode="bilinear", align_corners=False))
-            for size in sizes
-        ]
+        return outputs[:3], outputs[-1]

@@ -72,8 +72,9 @@ class MaskRenderer:
         logits = F.interpolate(logits, size=self.padded_size, mode="bilinear", align_corners=False)
         logits = logits[:, :, :height, :width]  # [k, Tc, H, W]
         soft = logits.sigmoid().flatten(1)  # [k, Tc * H * W]
-        # The foreground indicator as 0./1. floats (comparing into a float tensor is one pass, 4x faster than a
-        # bool mask multiplied and summed): the products soft * 1. and soft * 0. and so the sums are the same.
+        # The foreground indicator as 0./1. floats (comparing into a float tensor is one pass, where a bool mask
+        # would be converted when multiplied and summed): the products soft * 1. and soft * 0. and so the sums are
+        # the same.
         hard = torch.gt(soft, 0.5, out=torch.empty_like(soft))
         if self.numerator is None:  # float32 accumulators, as the original (its rounding included)
             self.numerator = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
@@ -85,7 +86,7 @@ class MaskRenderer:
         if out is None:
             out = torch.empty((*logits.shape[:2], *self.target_size), dtype=torch.bool, device=logits.device)
         # Frame by frame: the same values (bilinear resizing is per frame), with the [k, 1, h, w] float
-        # intermediate reused from cache instead of a [k, Tc, h, w] one (semi-online: 11.2 -> 10.5 ms a frame).
+        # intermediate reused from cache instead of a [k, Tc, h, w] one (docs/performance.md).
         for frame in range(logits.shape[1]):
             resized = F.interpolate(logits[:, frame : frame + 1], size=self.target_size, mode="bilinear",
                                     align_corners=False)  # fmt: skip
