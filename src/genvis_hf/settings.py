@@ -13,6 +13,7 @@ time a setting is asked for; `settings_override(...)` changes them within a bloc
 | `fused_conv`       | True    | `GENVIS_HF_FUSED_CONV=0`          | oneDNN convolutions with fused post-ops (ResNet conv + folded BN + add + ReLU, linear + bias + residual + ReLU) |
 | `linear_route`     | "auto"  | `GENVIS_HF_LINEAR=auto|onednn|blas` | how the large token-by-channel products run at CPU inference (see `linear_uses_onednn`) |
 | `frames_per_call`  | 4       | `GENVIS_HF_FRAMES_PER_CALL=N`     | per-frame stages run on whole clips making at least N frames at a time |
+| `tune_allocator`   | True    | `GENVIS_HF_TUNE_ALLOCATOR=0`      | the fast path, applied to a model on a CPU, tunes glibc's allocator for the process (`genvis_hf.utils.cpu.tune_memory_allocator`) |
 
 `optimize_on_eval=False` (or `genvis_hf.optimization.restore_reference(model)`) gives the reference model:
 pure PyTorch, exactly the modules of `genvis_hf/modeling/`.
@@ -37,6 +38,7 @@ _ENVIRONMENT = {
     "fused_conv": "GENVIS_HF_FUSED_CONV",
     "linear_route": "GENVIS_HF_LINEAR",
     "frames_per_call": "GENVIS_HF_FRAMES_PER_CALL",
+    "tune_allocator": "GENVIS_HF_TUNE_ALLOCATOR",
 }
 
 
@@ -49,13 +51,14 @@ class Settings:
     fused_conv: bool = True
     linear_route: str = "auto"
     frames_per_call: int = 4
+    tune_allocator: bool = True
 
     def __post_init__(self) -> None:
         if self.linear_route not in LINEAR_ROUTES:
             raise ValueError(f"linear_route must be one of {LINEAR_ROUTES}, got {self.linear_route!r}")
         if isinstance(self.frames_per_call, bool) or not isinstance(self.frames_per_call, int) or self.frames_per_call < 1:
             raise ValueError(f"frames_per_call must be a positive integer, got {self.frames_per_call!r}")
-        for name in ("optimize_on_eval", "compiled_ops", "fused_conv"):
+        for name in ("optimize_on_eval", "compiled_ops", "fused_conv", "tune_allocator"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -144,6 +147,10 @@ def fused_conv_enabled() -> bool:
 
 def frames_per_call() -> int:
     return get_settings().frames_per_call
+
+
+def tune_allocator() -> bool:
+    return get_settings().tune_allocator
 
 
 def linear_uses_onednn() -> bool:

@@ -206,7 +206,8 @@ class GenVISPreTrainedModel(PreTrainedModel):
         return self
 
     def restore_reference(self):
-        """Put the reference modules back (what `train()` does): returns the model."""
+        """Put the reference modules back, and keep them through later `eval()` calls (e.g. inside a pipeline) until
+        `optimize_for_inference()`; returns the model."""
         self._require_fast_path().restore(self)
         return self
 

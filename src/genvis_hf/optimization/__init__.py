@@ -26,6 +26,10 @@ run both paths):
 
 Every fast forward falls back to the reference computation where it does not apply (autograd, training with
 dropout, another device or dtype, an operator switched off in `genvis_hf.settings` or not buildable here).
+
+On a CPU it also tunes glibc's allocator for the process once (`settings.tune_allocator`, on by default;
+`genvis_hf.utils.cpu.tune_memory_allocator`): PyTorch has no caching allocator on CPUs, and without it every
+activation of tens of MB is a fresh `mmap` whose pages are faulted in and zeroed again (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import types
 from torch import nn
 
 from .. import settings
+from ..utils.cpu import tune_memory_allocator
 from ..modeling.modeling_genvis import GenVISModel, GenVISPreTrainedModel
 from . import frame_decoder, layers, pixel_decoder, resnet, swin  # noqa: F401  (register the fast modules)
 from .clip_loop import fast_forward_video_group, inference_chunk_length
@@ -64,6 +69,8 @@ def _genvis_models(model: nn.Module) -> list[GenVISPreTrainedModel]:
 
 
 def _apply(model: nn.Module) -> None:
+    if settings.tune_allocator() and any(p.device.type == "cpu" for p in model.parameters()):
+        tune_memory_allocator()  # see its docstring: large activation buffers reused instead of mmap'ed anew
     swap_in(model)
     for base in _base_models(model):
         setattr(base, _LOOP_ATTRIBUTE, types.MethodType(fast_forward_video_group, base))

@@ -20,10 +20,11 @@ def tune_memory_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (
     """Make glibc keep freed large blocks for reuse instead of returning them to the operating system.
 
     PyTorch has no caching allocator on CPUs: every activation of tens of MB is a fresh `mmap`, whose pages the
-    kernel faults in and zeroes again on first touch. For video inference that is ~5-10% of the time (more for
-    batched clips). With large `mmap`/trim thresholds the heap keeps those blocks, so peak memory is unchanged but
-    the process does not shrink after a peak. Process-wide and irreversible: the `genvis-hf` commands and the
-    benchmark call it; a library import never does. Returns False (and changes nothing) without glibc.
+    kernel faults in and zeroes again on first touch, a noticeable share of video inference (docs/performance.md).
+    With large `mmap`/trim thresholds the heap keeps those blocks, so peak memory is unchanged but the process does
+    not shrink after a peak. Process-wide and irreversible: the `genvis-hf` commands call it, and so does the fast
+    path when it is applied to a model on a CPU (`genvis_hf.settings` `tune_allocator`, on by default); a library
+    import never does. Returns False (and changes nothing) without glibc.
     """
     global _tuned
     if _tuned:
