@@ -74,9 +74,10 @@ class VideoSplit:
             return str(self.state.device)
         return requested
 
-    def main_process_first(self):
-        """Context: the main process runs the block first (e.g. builds a cache), the others then reuse it."""
-        return self.state.main_process_first() if self.distributed else nullcontext()
+    def local_main_process_first(self):
+        """Context: on each machine, its first process runs the block first (e.g. builds the data set cache), the
+        machine's other processes then reuse what it made."""
+        return self.state.local_main_process_first() if self.distributed else nullcontext()
 
     def gather_on_main(self, items: list) -> list[list] | None:
         """Every process's `items`, in process order, on the main process (`None` elsewhere). Only the main
