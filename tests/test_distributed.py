@@ -12,7 +12,11 @@ import torch
 
 from genvis_hf.assets import tiny_model_path
 from genvis_hf.cli import main
-from genvis_hf.distributed import VideoSplit, launched_world_size
+from genvis_hf.distributed import (
+    VideoSplit,
+    launched_world_size,
+    single_process_launch_note,
+)
 
 
 def _accelerate_launch(*command: str, cwd) -> subprocess.CompletedProcess:
@@ -38,6 +42,16 @@ def test_one_process_takes_every_video():
     assert not split.distributed and split.is_main_process and split.share(3) == [0, 1, 2]
     assert split.gather_on_main(["a"]) == [["a"]] and split.gather_everywhere(2) == [2]
     assert split.describe([3], "evaluated") == "3 videos evaluated by 1 process (process 0: 3)"
+
+
+def test_a_single_process_cpu_launch_is_pointed_out(monkeypatch):
+    """`accelerate launch --cpu --num_processes 2` starts one process (no mpirun hostfile): the commands say so."""
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    assert single_process_launch_note() is None
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu` sets
+    assert "--multi_gpu --num_processes N" in single_process_launch_note()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert single_process_launch_note() is None
 
 
 def test_evaluate_on_two_processes_equals_one_process(synthetic_set, tmp_path):

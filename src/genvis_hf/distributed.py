@@ -30,6 +30,15 @@ def launched_world_size() -> int:
     return 1
 
 
+def single_process_launch_note() -> str | None:
+    """A note when `accelerate launch --cpu` started this as its only process: asking it for N processes
+    starts one without an mpirun hostfile, which looks like "no split"."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and launched_world_size() == 1:
+        return ("note: 1 process: `accelerate launch --cpu` starts a single process without an mpirun hostfile; "
+                "for N CPU processes use `accelerate launch --multi_gpu --num_processes N ... --device cpu`")
+    return None
+
+
 class VideoSplit:
     """The processes of one job: this process's share of a list of videos, and the collectives.
 
@@ -121,4 +130,4 @@ class VideoSplit:
         return f"{sum(counts)} videos {verb} by {self.num_processes} process{plural} ({shares})"
 
 
-__all__ = ["VideoSplit", "launched_world_size"]
+__all__ = ["VideoSplit", "launched_world_size", "single_process_launch_note"]

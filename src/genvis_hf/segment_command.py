@@ -110,7 +110,7 @@ def segment_input(model, processor, source, name: str, output_dir: Path, *, thre
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .distributed import VideoSplit
+    from .distributed import VideoSplit, single_process_launch_note
 
     if args.demo:
         from .assets import demo_video_path
@@ -144,6 +144,8 @@ def run_segment(args: argparse.Namespace) -> int:
         except input_errors() as error:
             failures += 1
             print(f"error: {error}", file=sys.stderr)
+    if single_process_launch_note():
+        print(single_process_launch_note(), file=sys.stderr)
     if split.distributed:
         shares = split.gather_everywhere((len(share), failures))
         if split.is_main_process:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
 
     def handler(args: argparse.Namespace) -> int:
         from ..data import load_ytvis
-        from ..distributed import VideoSplit
+        from ..distributed import VideoSplit, single_process_launch_note
         from ..modeling import GenVISForVideoInstanceSegmentation
         from ..processing import GenVISVideoProcessor
 
@@ -159,6 +160,8 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
         counts = split.gather_everywhere(len(split.share(len(source))))
         if not split.is_main_process:
             return 0
+        if single_process_launch_note():
+            print(single_process_launch_note(), file=sys.stderr)
         scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         print(f"{split.describe(counts, 'evaluated')} in {time.time() - start:.1f}s; "
               f"results: {output_dir / 'results.json'}")  # fmt: skip
