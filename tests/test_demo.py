@@ -67,20 +67,20 @@ def test_demo_reports_a_bad_upload_with_the_segment_commands_line(tmp_path):
         segmenter.run(demo_video_path(), threshold=2)
 
 
-def test_demo_command_checks_the_model_and_the_port_first(tmp_path):
-    def demo(*args):
-        return subprocess.run([sys.executable, "-m", "genvis_hf.cli", "demo", *args], check=False, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
-
+def test_demo_command_checks_the_port_and_the_model_before_serving(tmp_path, capsys, monkeypatch):
+    for name in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE"):  # the command sets them
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        completed = demo("--port", str(port))
-    assert completed.returncode == 1 and completed.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}")
-    completed = demo("--model", str(tmp_path / "absent"), "--port", str(_free_port()))
-    assert completed.returncode == 1 and "Traceback" not in completed.stderr
-    assert f"error: {tmp_path / 'absent'}: not a model directory or an installed model name" in completed.stderr
+        assert main(["demo", "--port", str(port)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}")
+    assert main(["demo", "--model", str(tmp_path / "absent"), "--port", str(_free_port())]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'absent'}: not a model directory or an installed model name"), error
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # set before gradio was imported
 
 
 def _free_port() -> int:

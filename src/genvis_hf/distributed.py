@@ -48,6 +48,9 @@ class VideoSplit:
 
     Args:
         device: the device the command was asked for ("cpu", "cuda", ...); see `device()`.
+
+    Raises `ValueError` when launched with several processes that Accelerate cannot join for `device` (a GPU
+    asked for where there is none): every process would otherwise do every video.
     """
 
     def __init__(self, device: str = "cpu"):
@@ -58,6 +61,9 @@ class VideoSplit:
             from accelerate import PartialState
 
             self.state = PartialState(cpu=torch.device(device).type == "cpu")
+            if self.state.num_processes == 1:  # every process would do every video and write the same files
+                raise ValueError(f"launched as {launched_world_size()} processes but Accelerate joined none of "
+                                 f"them for device {device!r}: use --device cpu for CPU processes")  # fmt: skip
         self.num_processes = self.state.num_processes if self.state is not None else 1
         self.process_index = self.state.process_index if self.state is not None else 0
         self.is_main_process = self.process_index == 0

@@ -119,7 +119,11 @@ def run_segment(args: argparse.Namespace) -> int:
     if not args.inputs:
         print("error: give at least one video or frames directory (or --demo)", file=sys.stderr)
         return 2
-    split = VideoSplit(args.device)  # under `accelerate launch`: this process segments its share of the inputs
+    try:
+        split = VideoSplit(args.device)  # under `accelerate launch`: this process segments its share of the inputs
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     try:
         names = _output_names(args.inputs)
         model, processor = load_model_and_processor(args.model, split.device(args.device))

@@ -147,7 +147,11 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
             torch.set_num_threads(args.num_threads)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         start = time.time()
-        split = VideoSplit(device)  # the processes of an `accelerate launch`; one process otherwise
+        try:
+            split = VideoSplit(device)  # the processes of an `accelerate launch`; one process otherwise
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         device = split.device(device)
         model = GenVISForVideoInstanceSegmentation.from_pretrained(args.model).to(device).eval()
         processor = GenVISVideoProcessor.from_pretrained(args.model)
