@@ -8,7 +8,7 @@ concatenated in process order, give the original order), and the main process ga
 On CPUs the processes talk over gloo: `PartialState(cpu=True)` when the model runs on the CPU, because
 Accelerate only picks a backend by itself for an accelerator. Note that `accelerate launch --cpu --num_processes
 N` starts ONE process unless it is given an mpirun hostfile (`--mpirun_hostfile`); `accelerate launch --multi_gpu
---num_processes N ... --device cpu` starts N CPU processes through torchrun (see docs/evaluation.md).
+--num_processes N ... --device cpu` starts N CPU processes through torchrun (see docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -124,10 +124,6 @@ class VideoSplit:
         holder = [value]
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
-
-    def wait_for_everyone(self) -> None:
-        if self.distributed:
-            self.state.wait_for_everyone()
 
     def describe(self, counts: list[int], verb: str) -> str:
         """One log line: how many videos each process handled."""

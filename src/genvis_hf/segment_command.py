@@ -85,7 +85,7 @@ def segment_input(model, processor, source, name: str, output_dir: Path, *, thre
                   allow_truncated: bool = False, progress: bool = True, overlay: bool = False, gif: bool = False,
                   fps: float | None = None, overlay_threshold: float = 0.5):  # fmt: skip
     """Segment one input and write `output_dir/NAME.json` (and the overlays); returns the `VideoSegmentation`
-    and the written paths. Raises one of `input_errors()` for a bad input, before any output file exists."""
+    and the written paths. A bad input raises one of `input_errors()` before any output file is written."""
     from .evaluation import YTVISResultsWriter
     from .inference import segment_video
     from .processing.video_io import VideoReader, write_video
