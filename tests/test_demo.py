@@ -142,8 +142,9 @@ def test_first_api_endpoint_answers_gradio_client(demo_server, tmp_path):
 
 def test_browser_uploads_the_demo_video_and_sees_the_three_shapes(demo_server, tmp_path):
     """Chromium opens the page, uploads the bundled demo video, presses Segment, and finds the overlay playing
-    and the table listing the three shapes; no request leaves 127.0.0.1. The screenshot is kept in the test's
-    folder (and copied to $GENVIS_HF_DEMO_SCREENSHOT when set)."""
+    and the table listing the three shapes; then uploads a file that is not a video and sees the `segment`
+    command's error line. No request leaves 127.0.0.1. The screenshot is kept in the test's folder (and copied
+    to $GENVIS_HF_DEMO_SCREENSHOT when set)."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} not found: the browser test drives Debian's Chromium; install it with "
                     "`apt-get install -y chromium` (as root; .ci/run does)")  # fmt: skip
@@ -178,6 +179,17 @@ def test_browser_uploads_the_demo_video_and_sees_the_three_shapes(demo_server, t
             )  # fmt: skip
             screenshot = tmp_path / "demo.png"
             page.screenshot(path=str(screenshot), full_page=True)
+
+            upload = tmp_path / "upload" / "clip.mp4"  # then a file that is not a video
+            upload.parent.mkdir()
+            upload.write_text("not a video")
+            page.locator("#video button[aria-label='Clear']").click()  # the input shows its upload picker again
+            page.locator("#video input[type=file]").set_input_files(str(upload))
+            page.wait_for_load_state("networkidle")  # uploaded
+            page.click("#segment")
+            shown = page.locator("text=not a readable video").first
+            shown.wait_for(timeout=60_000)
+            message = shown.inner_text().strip()
         finally:
             browser.close()
     assert {"colour", "label", "score", "first frame", "last frame"} <= set(table), table
@@ -185,5 +197,6 @@ def test_browser_uploads_the_demo_video_and_sees_the_three_shapes(demo_server, t
     assert playable[0] >= 1 and playable[1] > 0 and playable[2] == 160, playable  # Chromium decodes the overlay
     assert screenshot.stat().st_size > 20_000
     assert outside == []  # offline: no analytics, fonts or scripts from elsewhere
+    assert message == _segment_cli_error(upload)  # the page shows the segment command's line
     if os.environ.get("GENVIS_HF_DEMO_SCREENSHOT"):
         shutil.copyfile(screenshot, os.environ["GENVIS_HF_DEMO_SCREENSHOT"])
