@@ -72,11 +72,45 @@ def _output_names(inputs: list[str]) -> list[str]:
     return names
 
 
-def run_segment(args: argparse.Namespace) -> int:
+def input_errors() -> tuple[type[BaseException], ...]:
+    """What a bad input raises (a missing, undecodable, empty or truncated video, an unwritable output): reported
+    as one line, `error: MESSAGE`, by this command and by the web demo, never as a traceback."""
+    from .processing.video_io import VideoInputError
+
+    return (VideoInputError, OSError, ValueError)
+
+
+def segment_input(model, processor, source, name: str, output_dir: Path, *, threshold: float = 0.0,
+                  top_k: int | None = None, clip_length: int | None = None, max_frames: int | None = None,
+                  allow_truncated: bool = False, progress: bool = True, overlay: bool = False, gif: bool = False,
+                  fps: float | None = None, overlay_threshold: float = 0.5):  # fmt: skip
+    """Segment one input and write `output_dir/NAME.json` (and the overlays); returns the `VideoSegmentation`
+    and the written paths. A bad input raises one of `input_errors()` before any output file is written."""
     from .evaluation import YTVISResultsWriter
     from .inference import segment_video
-    from .processing.video_io import VideoInputError, VideoReader, write_video
+    from .processing.video_io import VideoReader, write_video
     from .processing.visualize import overlay_video
+
+    result = segment_video(
+        model, processor, source, threshold=threshold, top_k=top_k, clip_length=clip_length,
+        max_frames=max_frames, allow_truncated=allow_truncated, progress=progress,
+    )  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with YTVISResultsWriter(output_dir / f"{name}.json") as writer:  # temporary file, renamed at close
+        writer.add_results(result.to_ytvis_results(video_id=name))
+    written = [output_dir / f"{name}.json"]
+    if overlay or gif:
+        formats = [".mp4"] + ([".gif"] if gif else [])
+        for suffix in formats:
+            frames = VideoReader(source, max_frames=result.num_frames, allow_truncated=True)
+            path = write_video(output_dir / f"{name}{suffix}", overlay_video(frames, result, overlay_threshold),
+                               fps=fps or result.fps or 10.0)  # fmt: skip
+            written.append(path)
+    return result, written
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from .distributed import VideoSplit, single_process_launch_note
 
     if args.demo:
         from .assets import demo_video_path
@@ -86,34 +120,39 @@ def run_segment(args: argparse.Namespace) -> int:
         print("error: give at least one video or frames directory (or --demo)", file=sys.stderr)
         return 2
     try:
-        names = _output_names(args.inputs)
-        model, processor = load_model_and_processor(args.model, args.device)
-    except (ValueError, FileNotFoundError) as error:
+        split = VideoSplit(args.device)  # under `accelerate launch`: this process segments its share of the inputs
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    try:
+        names = _output_names(args.inputs)
+        model, processor = load_model_and_processor(args.model, split.device(args.device))
+    except (ValueError, FileNotFoundError) as error:
+        if split.is_main_process:  # every process would say the same
+            print(f"error: {error}", file=sys.stderr)
+        return 1
     failures = 0
-    for source, name in zip(args.inputs, names):
+    share = split.share(len(args.inputs))
+    for index in share:
+        source, name = args.inputs[index], names[index]
         try:
-            result = segment_video(
-                model, processor, source, threshold=args.threshold, top_k=args.top_k, clip_length=args.clip_length,
-                max_frames=args.max_frames, allow_truncated=args.allow_truncated, progress=not args.no_progress,
+            result, written = segment_input(
+                model, processor, source, name, args.output_dir, threshold=args.threshold, top_k=args.top_k,
+                clip_length=args.clip_length, max_frames=args.max_frames, allow_truncated=args.allow_truncated,
+                progress=not args.no_progress and split.is_main_process, overlay=args.overlay, gif=args.gif,
+                fps=args.fps, overlay_threshold=args.overlay_threshold,
             )  # fmt: skip
-            args.output_dir.mkdir(parents=True, exist_ok=True)
-            with YTVISResultsWriter(args.output_dir / f"{name}.json") as writer:  # temporary file, renamed at close
-                writer.add_results(result.to_ytvis_results(video_id=name))
-            written = [args.output_dir / f"{name}.json"]
-            if args.overlay or args.gif:
-                fps = args.fps or result.fps or 10.0
-                formats = [".mp4"] + ([".gif"] if args.gif else [])
-                for suffix in formats:
-                    frames = VideoReader(source, max_frames=result.num_frames, allow_truncated=True)
-                    path = write_video(args.output_dir / f"{name}{suffix}", overlay_video(frames, result,
-                                       args.overlay_threshold), fps=fps)  # fmt: skip
-                    written.append(path)
             flag = " (truncated source: decodable part only)" if result.truncated else ""
             print(f"{source}: {result.num_frames} frames, {len(result)} instances -> "
                   f"{', '.join(str(p) for p in written)}{flag}")  # fmt: skip
-        except (VideoInputError, OSError, ValueError) as error:
+        except input_errors() as error:
             failures += 1
             print(f"error: {error}", file=sys.stderr)
+    if single_process_launch_note():
+        print(single_process_launch_note(), file=sys.stderr)
+    if split.distributed:
+        shares = split.gather_everywhere((len(share), failures))
+        if split.is_main_process:
+            print(split.describe([count for count, _ in shares], "segmented"))
+        failures = sum(failed for _, failed in shares)
     return 1 if failures else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -36,9 +37,10 @@ def predict_video(model, processor, frames: torch.Tensor, original_size: tuple[i
 
 
 def predict_dataset(model, processor, source, results_path: str | os.PathLike | None = None,
-                    progress: bool = False) -> list[dict]:  # fmt: skip
-    """Results (YouTube-VIS format, one entry per instance) for every video of `source`; streamed to
-    `results_path` with `YTVISResultsWriter` (a temporary file renamed when complete) when given."""
+                    progress: bool = False, indices: list[int] | None = None) -> list[dict]:  # fmt: skip
+    """Results (YouTube-VIS format, one entry per instance) for every video of `source` (or the videos at
+    `indices`, in that order); streamed to `results_path` with `YTVISResultsWriter` (a temporary file renamed
+    when complete) when given."""
     from ..data.dataset import read_frame
     from ..evaluation import YTVISResultsWriter
     from ..processing.rle import masks_to_rle
@@ -46,7 +48,7 @@ def predict_dataset(model, processor, source, results_path: str | os.PathLike | 
     label_to_category = source.label_to_category_id
     results: list[dict] = []
     writer = YTVISResultsWriter(results_path) if results_path is not None else None
-    iterator = range(len(source.videos))
+    iterator = range(len(source.videos)) if indices is None else indices
     if progress:
         from tqdm.auto import tqdm
 
@@ -73,17 +75,56 @@ def predict_dataset(model, processor, source, results_path: str | os.PathLike | 
     return results
 
 
-def evaluate_model(model, processor, source, output_dir: str | os.PathLike | None = None, progress: bool = False) -> dict:
+def evaluate_model(model, processor, source, output_dir: str | os.PathLike | None = None, progress: bool = False,
+                   split=None) -> dict:  # fmt: skip
     """Predict every video of `source` and score the results; writes results.json and metrics.json to
-    `output_dir` when given."""
+    `output_dir` when given. With a multi-process `genvis_hf.distributed.VideoSplit`, each process predicts
+    its share and the main process gathers, scores and writes (see `evaluate_split`)."""
+    if split is not None and split.distributed:
+        return evaluate_split(model, processor, source, split, output_dir, progress=progress)
     results_path = Path(output_dir) / "results.json" if output_dir is not None else None
     results = predict_dataset(model, processor, source, results_path, progress=progress)
     metrics = ytvis_metrics(source.annotations_path, results)
     if output_dir is not None:
-        tmp = Path(output_dir) / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=1))
-        os.replace(tmp, Path(output_dir) / "metrics.json")
+        _write_metrics(metrics, output_dir)
     return metrics
+
+
+def _write_metrics(metrics: dict, output_dir: str | os.PathLike) -> None:
+    tmp = Path(output_dir) / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, Path(output_dir) / "metrics.json")
+
+
+def evaluate_split(model, processor, source, split, output_dir: str | os.PathLike | None = None,
+                   progress: bool = False) -> dict:  # fmt: skip
+    """`evaluate_model` across the processes of an `accelerate launch`: this process predicts its share of the
+    videos (`split.share`); the main process gathers every process's results (in process order, so in data set
+    order: the same results.json as one process), checks that every video was evaluated exactly once, scores
+    them and writes results.json and metrics.json. Every process returns the metrics."""
+    from ..evaluation import YTVISResultsWriter
+
+    indices = split.share(len(source.videos))
+    results = predict_dataset(model, processor, source, progress=progress and split.is_main_process,
+                              indices=indices)  # fmt: skip
+    video_ids = [int(source.videos[index]["video_id"]) for index in indices]
+    gathered_results = split.gather_on_main(results)
+    gathered_ids = split.gather_on_main(video_ids)
+    metrics = None
+    if split.is_main_process:
+        evaluated = [video for ids in gathered_ids for video in ids]
+        expected = [int(video) for video in source.videos["video_id"]]
+        if evaluated != expected:  # a lost or repeated video would silently change the metrics
+            raise RuntimeError(f"distributed evaluation covered videos {sorted(evaluated)}, expected each of "
+                               f"{expected} exactly once")  # fmt: skip
+        results = [entry for shard in gathered_results for entry in shard]
+        if output_dir is not None:
+            with YTVISResultsWriter(Path(output_dir) / "results.json") as writer:
+                writer.add_results(results)
+        metrics = ytvis_metrics(source.annotations_path, results)
+        if output_dir is not None:
+            _write_metrics(metrics, output_dir)
+    return split.broadcast_from_main(metrics)
 
 
 def add_evaluate_command(parser: argparse.ArgumentParser):
@@ -98,6 +139,7 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
 
     def handler(args: argparse.Namespace) -> int:
         from ..data import load_ytvis
+        from ..distributed import VideoSplit, single_process_launch_note
         from ..modeling import GenVISForVideoInstanceSegmentation
         from ..processing import GenVISVideoProcessor
 
@@ -105,14 +147,28 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
             torch.set_num_threads(args.num_threads)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         start = time.time()
+        try:
+            split = VideoSplit(device)  # the processes of an `accelerate launch`; one process otherwise
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        device = split.device(device)
         model = GenVISForVideoInstanceSegmentation.from_pretrained(args.model).to(device).eval()
         processor = GenVISVideoProcessor.from_pretrained(args.model)
-        source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
+        with split.local_main_process_first():  # one process per machine builds the data set cache
+            source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
         output_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        metrics = evaluate_model(model, processor, source, output_dir, progress=True)
+        if split.is_main_process:  # the only writer
+            output_dir.mkdir(parents=True, exist_ok=True)
+        metrics = evaluate_model(model, processor, source, output_dir, progress=True, split=split)
+        counts = split.gather_everywhere(len(split.share(len(source))))
+        if not split.is_main_process:
+            return 0
+        if single_process_launch_note():
+            print(single_process_launch_note(), file=sys.stderr)
         scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-        print(f"evaluated {len(source)} videos in {time.time() - start:.1f}s; results: {output_dir / 'results.json'}")
+        print(f"{split.describe(counts, 'evaluated')} in {time.time() - start:.1f}s; "
+              f"results: {output_dir / 'results.json'}")  # fmt: skip
         print(json.dumps(scalars))
         return 0
 
