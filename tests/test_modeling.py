@@ -377,3 +377,14 @@ def test_compile_for_inference_gives_the_eager_outputs():
         torch.testing.assert_close(getattr(compiled, key), getattr(eager, key), rtol=0, atol=1e-6, msg=key)
     assert all(getattr(model, name)._compiled_call_impl is not None
                for name in ("backbone", "pixel_decoder", "frame_decoder", "object_decoder"))  # fmt: skip
+
+
+def test_unknown_forward_arguments_are_a_type_error_naming_them():
+    model = tiny_model()
+    pixel_values = torch.randn(1, 1, 3, 64, 64)
+    with pytest.raises(TypeError, match=r"'output_attentions', 'foo'.*no attention weights"):
+        model(pixel_values, output_attentions=True, foo=1)
+    head = GenVISForVideoInstanceSegmentation(model.config)
+    with pytest.raises(TypeError, match=r"GenVISForVideoInstanceSegmentation.forward\(\).*'num_items_in_batch'"):
+        head(pixel_values, num_items_in_batch=3)
+    assert head.accepts_loss_kwargs is False  # Trainer passes no loss kwargs to it

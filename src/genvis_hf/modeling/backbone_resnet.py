@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .layers import DerivedTensorCache, FrozenBatchNorm2d, onednn_fused_conv_available
 from .winograd import transform_weight, winograd_applies, winograd_conv3x3
@@ -132,7 +133,7 @@ class ResNetStem(nn.Module):
         return max_pool_3x3_stride2(x)
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(GradientCheckpointingLayer):
     def __init__(self, in_channels: int, out_channels: int, bottleneck_channels: int, stride: int,
                  num_groups: int, stride_in_1x1: bool, dilation: int, norm: str = "FrozenBN"):  # fmt: skip
         super().__init__()
@@ -153,7 +154,7 @@ class BottleneckBlock(nn.Module):
         return self.conv3(out, residual=x if self.shortcut is None else self.shortcut(x), relu=True)
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(GradientCheckpointingLayer):
     def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str = "FrozenBN"):
         super().__init__()
         self.shortcut = (

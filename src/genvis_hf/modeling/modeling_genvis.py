@@ -178,6 +178,13 @@ def concatenate_frames(tensors: list[torch.Tensor]) -> torch.Tensor:
     return first.as_strided(size, (math.prod(first.shape[1:]), *first.stride()[1:]), first.storage_offset())
 
 
+def reject_unknown_arguments(method: str, kwargs: dict) -> None:
+    """A `TypeError` naming every keyword argument `method` does not take (none are silently ignored)."""
+    if kwargs:
+        hint = "; GenVIS returns no attention weights" if "output_attentions" in kwargs else ""
+        raise TypeError(f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}{hint}")
+
+
 def build_backbone(config: GenVISConfig) -> nn.Module:
     if config.backbone_type == "resnet":
         return GenVISResNetBackbone(
@@ -212,7 +219,10 @@ class GenVISPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "pixel_values"
     input_modalities = ("video",)
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
+    # `forward(**kwargs)` only exists to name unknown arguments (`reject_unknown_arguments`): `Trainer` must not
+    # read it as accepting loss kwargs (`num_items_in_batch`).
+    accepts_loss_kwargs = False
     _no_split_modules = ["GenVISFrameDecoder", "GenVISObjectDecoder", "GenVISPixelDecoder"]
 
     @classmethod
@@ -611,6 +621,7 @@ class GenVISModel(GenVISPreTrainedModel):
                 3 = semi-online; released models were trained with their config's value).
             output_hidden_states (`bool`, *optional*): also return backbone and pixel-decoder features.
         """
+        reject_unknown_arguments("GenVISModel.forward", kwargs)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -776,6 +787,7 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
             masks are empty on every frame is ignored; on a frame where its mask is empty it is absent. With
             labels, `loss` (the sum of `loss_dict`, the weighted terms of `GenVISLoss`) is returned.
         """
+        reject_unknown_arguments("GenVISForVideoInstanceSegmentation.forward", kwargs)
         if labels is None:
             return self.model(
                 pixel_values,
