@@ -23,10 +23,10 @@ TREE = shared_dir() / "data" / "videos" / "tree.avi"  # 68 frames, 240x320
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     torch.manual_seed(0)
-    model = GenVISForVideoInstanceSegmentation(GenVISConfig(**tiny_config_kwargs(clip_length=3, test_min_size=120)))
+    model = GenVISForVideoInstanceSegmentation(GenVISConfig(**tiny_config_kwargs(clip_length=3)))
     directory = tmp_path_factory.mktemp("tiny")
     model.save_pretrained(directory)
-    GenVISVideoProcessor.from_model_config(model.config).save_pretrained(directory)
+    GenVISVideoProcessor(size={"shortest_edge": 120, "longest_edge": 1333}).save_pretrained(directory)
     return directory
 
 
