@@ -10,6 +10,7 @@ from .auto import AutoModelForVideoInstanceSegmentation, register_auto_classes
 from .configuration import GenVISConfig
 from .modeling import ClipMemory, GenVISForVideoInstanceSegmentation, GenVISModel, GenVISModelOutput
 from .processing import GenVISVideoProcessor
+from .processing.rle import decode_masks
 from .pipelines import VideoInstanceSegmentationPipeline, register_pipeline
 
 register_auto_classes()
@@ -24,4 +25,5 @@ __all__ = [
     "GenVISModelOutput",
     "GenVISVideoProcessor",
     "VideoInstanceSegmentationPipeline",
+    "decode_masks",
 ]

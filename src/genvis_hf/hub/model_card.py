@@ -120,21 +120,21 @@ from transformers import pipeline
 
 segmenter = pipeline("video-instance-segmentation", model="{repo_id}")
 instances = segmenter("video.mp4")  # a video file, a directory of frames, or a list of RGB frames
-for instance in instances:
-    print(instance["label"], round(instance["score"], 3), tuple(instance["masks"].shape))  # masks: bool [frames, H, W]
+for instance in instances:  # masks as per-frame RLEs (memory flat in the video's length); decode what you need
+    masks = genvis_hf.decode_masks(instance["segmentations"])  # bool [frames, H, W]
+    print(instance["label"], round(instance["score"], 3), tuple(masks.shape))
 ```
 
 The same with the model and processor in hand (`masks()` is bool `[instances, frames, H, W]`; results also
 convert to YouTube-VIS JSON with `to_ytvis_results()`):
 
 ```python
-import genvis_hf
-from genvis_hf.inference import segment_video
-from transformers import AutoModel, AutoVideoProcessor
+from genvis_hf import AutoModelForVideoInstanceSegmentation
+from transformers import AutoVideoProcessor
 
-model = AutoModel.from_pretrained("{repo_id}").eval()
+model = AutoModelForVideoInstanceSegmentation.from_pretrained("{repo_id}")
 processor = AutoVideoProcessor.from_pretrained("{repo_id}")
-video = segment_video(model, processor, "video.mp4", progress=False)
+video = model.segment_video("video.mp4", processor, progress=False)
 print(video.label_names, video.scores, video.masks().shape)
 ```
 """
