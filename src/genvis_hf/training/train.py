@@ -297,6 +297,9 @@ def save_final_model(model, processor, output_dir: Path, card_text: str) -> None
 # ---------------------------------------------------------------------------------------------- the loop
 def train(args: TrainArguments) -> dict:
     """Run training; returns the final state (step, losses, metrics)."""
+    from ..utils.extras import require_extra
+
+    require_extra("train", "genvis-hf train")
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
     from tqdm.auto import tqdm
