@@ -152,7 +152,10 @@ def test_unknown_preset_and_missing_checkpoint_are_one_line_errors(tmp_path):
 
 
 def test_yaml_config_reads_the_fixture_settings(fixtures_dir):
-    from genvis_hf.conversion import config_kwargs_from_original, processor_kwargs_from_original
+    from genvis_hf.conversion import (
+        config_kwargs_from_original,
+        processor_kwargs_from_original,
+    )
 
     kwargs = config_kwargs_from_original(fixtures_dir / "r50_semi_online" / "config.yaml")
     config = GenVISConfig(**kwargs)
