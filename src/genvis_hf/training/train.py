@@ -513,7 +513,9 @@ def training_model_card(config, processor, state: dict, args: TrainArguments, re
     model-index, the final evaluation's figures (YouTube-VIS API, in %)."""
     from ..hub.model_card import build_model_card
 
-    metrics = {k: round(100 * v, 2) for k, v in (state.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    # -1 is the evaluator's "no ground truth in this area range": not a figure to publish
+    metrics = {k: round(100 * v, 2) for k, v in (state.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and v >= 0}  # fmt: skip
     eval_file = Path(args.eval_annotations) if args.eval_annotations else None
     dataset = (eval_file.parent.name if eval_file.stem == "annotations" else eval_file.stem) if eval_file else None
     start = {"scratch": f"random weights (`--config {args.config}`)", "finetune": f"`{args.config}` (fine-tuned)",
