@@ -68,7 +68,9 @@ def build(args):
     if args.backend:
         model.set_deformable_attention_backend(args.backend)
     model = model.to(args.device, dtype=getattr(torch, args.dtype)).eval()
-    return model, GenVISVideoProcessor.from_model_config(model.config)
+    processor = (GenVISVideoProcessor.from_model_config(model.config) if args.model
+                 else GenVISVideoProcessor.from_preset(args.preset))  # fmt: skip
+    return model, processor
 
 
 class StageTimer:
@@ -325,7 +327,7 @@ def main() -> None:
 
         tune_memory_allocator()
     if args.compare_bf16 or args.compile:  # one comparison instead of the full report
-        config_size = build(args)[0].config.test_min_size
+        config_size = build(args)[1].size["shortest_edge"]
         frames, source_size = load_frames(args.video, args.frames, config_size, round(config_size * 4 / 3))
         header = {"cpu": cpu_name(), "device": args.device, "threads": args.threads,
                   "model": args.model or args.preset, "frames": args.frames}  # fmt: skip
@@ -336,7 +338,7 @@ def main() -> None:
         return
 
     model, processor = build(args)
-    height = model.config.test_min_size
+    height = processor.size["shortest_edge"]
     if args.frames_npy:
         frames, source_size = np.load(args.frames_npy)[: args.frames], tuple(args.source_size)
     else:

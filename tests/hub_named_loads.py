@@ -59,7 +59,7 @@ def step(key: str, function) -> None:
 
 def run_card_snippets() -> list[str]:
     text = open(card_path, encoding="utf-8").read()
-    blocks = [b for b in re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL) if "import genvis_hf" in b]
+    blocks = [b for b in re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL) if "genvis_hf" in b]
     outputs = []
     for block in blocks:
         stdout = io.StringIO()

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoConfig
 
 import genvis_hf  # noqa: F401
-from genvis_hf import GenVISConfig
+from genvis_hf import GenVISConfig, GenVISVideoProcessor
 from genvis_hf.configuration.presets import MODEL_ZOO, PRESETS
 
 
@@ -16,13 +16,16 @@ def test_twelve_presets_with_their_dataset_and_family():
         config = GenVISConfig.from_preset(name)
         entry = MODEL_ZOO[name]
         assert config.clip_length == (3 if name.endswith("-semi-online") else 1)
-        assert config.test_min_size == (360 if entry.backbone == "r50" else 448)
+        processor = GenVISVideoProcessor.from_preset(name)
+        assert processor.size["shortest_edge"] == (360 if entry.backbone == "r50" else 448)
+        assert processor.size["longest_edge"] == 1333
         assert config.num_frame_queries == (100 if entry.backbone == "r50" else 200)
         assert config.backbone_type == ("resnet" if entry.backbone == "r50" else "swin")
         expected_classes = {"ytvis19": (40, "person", "tennis_racket"), "ytvis21": (40, "airplane", "zebra"),
                             "ovis": (25, "Person", "Vehical")}[entry.dataset]  # fmt: skip
         assert (config.num_labels, config.id2label[0], config.id2label[config.num_labels - 1]) == expected_classes
-        assert config.test_topk == (20 if entry.dataset == "ovis" else 10)
+        assert processor.test_topk == (20 if entry.dataset == "ovis" else 10)
+        assert not hasattr(config, "test_topk")  # one home for processing values: the processor
 
 
 def test_preset_overrides_and_unknown_name():

@@ -152,7 +152,10 @@ def test_unknown_preset_and_missing_checkpoint_are_one_line_errors(tmp_path):
 
 
 def test_yaml_config_reads_the_fixture_settings(fixtures_dir):
-    from genvis_hf.conversion import config_kwargs_from_original
+    from genvis_hf.conversion import (
+        config_kwargs_from_original,
+        processor_kwargs_from_original,
+    )
 
     kwargs = config_kwargs_from_original(fixtures_dir / "r50_semi_online" / "config.yaml")
     config = GenVISConfig(**kwargs)
@@ -160,4 +163,7 @@ def test_yaml_config_reads_the_fixture_settings(fixtures_dir):
     assert (config.frame_decoder_layers, config.pixel_decoder_encoder_layers, config.num_labels) == (3, 2, 40)
     assert config.id2label[0] == "person" and config.id2label[39] == "tennis_racket"
     assert (config.resnet_width_per_group, config.resnet_stem_out_channels) == (8, 16)
-    assert (config.train_num_frames, config.train_frame_range, config.test_topk) == (15, 12, 10)
+    assert (config.train_num_frames, config.train_frame_range) == (15, 12)
+    processor = processor_kwargs_from_original(fixtures_dir / "r50_semi_online" / "config.yaml")
+    assert processor["test_topk"] == 10 and processor["size_divisibility"] == 32
+    assert processor["image_mean"] == [123.675, 116.28, 103.53]

@@ -125,7 +125,8 @@ def test_converter_writes_the_card_with_provenance(hub):
     card = ModelCard.load(hub["plain"] / "README.md")
     assert hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest() in card.content
     assert hashlib.sha256(hub["config"].read_bytes()).hexdigest() in card.content
-    assert json.loads((hub["plain"] / "config.json").read_text())["test_min_size"] == 64
+    assert json.loads((hub["plain"] / "video_preprocessor_config.json").read_text())["size"]["shortest_edge"] == 64
+    assert "test_min_size" not in json.loads((hub["plain"] / "config.json").read_text())
     assert f'"{NAME}"' in card.content and "trust_remote_code" not in card.content
     assert "trust_remote_code=True" in (hub["exported"] / "README.md").read_text()
     assert "custom_code" in ModelCard.load(hub["exported"] / "README.md").data.tags

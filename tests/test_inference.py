@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from transformers import pipeline
 
 from conftest import REPO_ROOT, shared_dir, tiny_config_kwargs
-from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation, GenVISVideoProcessor
+from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation, GenVISVideoProcessor, decode_masks
 from genvis_hf.inference import segment_video
 from genvis_hf.processing.video_io import read_video
 
@@ -23,10 +23,10 @@ TREE = shared_dir() / "data" / "videos" / "tree.avi"  # 68 frames, 240x320
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     torch.manual_seed(0)
-    model = GenVISForVideoInstanceSegmentation(GenVISConfig(**tiny_config_kwargs(clip_length=3, test_min_size=120)))
+    model = GenVISForVideoInstanceSegmentation(GenVISConfig(**tiny_config_kwargs(clip_length=3)))
     directory = tmp_path_factory.mktemp("tiny")
     model.save_pretrained(directory)
-    GenVISVideoProcessor.from_model_config(model.config).save_pretrained(directory)
+    GenVISVideoProcessor(size={"shortest_edge": 120, "longest_edge": 1333}).save_pretrained(directory)
     return directory
 
 
@@ -69,10 +69,14 @@ def test_one_frame_and_a_4k_frame(model_and_processor):
 
 def test_pipeline_on_a_video_a_directory_and_frames(tiny_model_dir, tmp_path):
     segmenter = pipeline("video-instance-segmentation", model=str(tiny_model_dir))
-    instances = segmenter(str(TREE), max_frames=6)
+    instances = segmenter(str(TREE), max_frames=6, return_rle=False)
     assert len(instances) == 10
     first = instances[0]
     assert set(first) == {"score", "label", "label_id", "masks"} and first["masks"].shape == (6, 240, 320)
+    compressed = segmenter(str(TREE), max_frames=6)  # the default: per-frame RLEs, memory flat in the video's length
+    assert set(compressed[0]) == {"score", "label", "label_id", "segmentations"}
+    assert [i["score"] for i in compressed] == [i["score"] for i in instances]
+    assert all(torch.equal(decode_masks(c["segmentations"]), i["masks"]) for c, i in zip(compressed, instances))
     assert first["label"] == segmenter.model.config.id2label[first["label_id"]]
     assert [i["score"] for i in instances] == sorted((i["score"] for i in instances), reverse=True)
     frames = read_video(TREE, max_frames=6)
@@ -80,8 +84,8 @@ def test_pipeline_on_a_video_a_directory_and_frames(tiny_model_dir, tmp_path):
 
     for index, frame in enumerate(frames):
         Image.fromarray(frame).save(tmp_path / f"{index:03d}.png")
-    from_directory = segmenter(str(tmp_path), return_rle=True)
-    from_frames = segmenter(list(frames), threshold=0.0)
+    from_directory = segmenter(str(tmp_path))
+    from_frames = segmenter(list(frames), threshold=0.0, return_rle=False)
     assert [i["score"] for i in from_directory] == [i["score"] for i in instances]
     decoded = mask_utils.decode(from_directory[0]["segmentations"][0])
     assert np.array_equal(decoded.astype(bool), instances[0]["masks"][0].numpy())

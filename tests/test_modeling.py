@@ -130,3 +130,14 @@ def test_bad_pixel_values_shape_is_a_clear_error():
         model(torch.zeros(1, 2, 4, 32, 32))
     with pytest.raises(ValueError, match="pixel_mask has shape"):
         model(torch.zeros(1, 2, 3, 32, 32), pixel_mask=torch.ones(1, 2, 16, 16))
+
+
+def test_unknown_forward_arguments_are_a_type_error_naming_them():
+    model = tiny_model()
+    pixel_values = torch.randn(1, 1, 3, 64, 64)
+    with pytest.raises(TypeError, match=r"'output_attentions', 'foo'.*no attention weights"):
+        model(pixel_values, output_attentions=True, foo=1)
+    head = GenVISForVideoInstanceSegmentation(model.config)
+    with pytest.raises(TypeError, match=r"GenVISForVideoInstanceSegmentation.forward\(\).*'num_items_in_batch'"):
+        head(pixel_values, num_items_in_batch=3)
+    assert head.accepts_loss_kwargs is False  # Trainer passes no loss kwargs to it

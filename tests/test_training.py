@@ -34,8 +34,8 @@ def tiny_set(tmp_path_factory):
 
 
 def _config(**overrides) -> GenVISConfig:
-    kwargs = tiny_config_kwargs(num_labels=4, train_num_points=128, freeze_detector=False, test_min_size=48,
-                                test_max_size=96, train_num_frames=2, train_frame_range=2,
+    kwargs = tiny_config_kwargs(num_labels=4, train_num_points=128, freeze_detector=False, train_num_frames=2,
+                                train_frame_range=2,
                                 deformable_attention_backend="torch")  # fmt: skip
     kwargs.update(overrides)
     return GenVISConfig(**kwargs)
@@ -63,19 +63,19 @@ def test_trainer_lowers_the_loss_and_evaluates_with_the_metric(tiny_set, tmp_pat
     root, annotations = tiny_set
     config = _config()
     model = GenVISForVideoInstanceSegmentation(config)
+    processor = GenVISVideoProcessor(size={"shortest_edge": 48, "longest_edge": 96})
     source = load_ytvis(annotations, root / "JPEGImages", cache_dir=str(tmp_path / "cache"))
     # One clip of each video, no augmentation: the loss must go down on a fixed set.
     train_set = VideoClipDataset(source, 2, 0, ClipAugmentation((48,), 96, flip_prob=0, crop_prob=0))
-    eval_set = VideoEvalDataset(source, config.test_min_size, config.test_max_size)
+    eval_set = VideoEvalDataset(source, 48, 96)
     args = TrainingArguments(
         output_dir=str(tmp_path / "out"), max_steps=14, learning_rate=1e-3, per_device_train_batch_size=3,
         per_device_eval_batch_size=2, logging_steps=1, save_strategy="no", use_cpu=True, seed=0,
         lr_scheduler_type="constant", **trainer_arguments(),
     )  # fmt: skip
     trainer = Trainer(
-        model=model, args=args, data_collator=GenVISDataCollator.from_model_config(config), train_dataset=train_set,
-        eval_dataset=eval_set, compute_metrics=make_compute_metrics(GenVISVideoProcessor.from_model_config(config),
-                                                                    source, config),
+        model=model, args=args, data_collator=GenVISDataCollator.from_processor(processor), train_dataset=train_set,
+        eval_dataset=eval_set, compute_metrics=make_compute_metrics(processor, source, config),
     )  # fmt: skip
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -107,6 +107,7 @@ def test_sigkill_after_a_checkpoint_resumes_with_the_same_data_and_losses(tiny_s
     _config().to_json_file(config_path)
     common = ["train", "--config", str(config_path), "--images", str(root / "JPEGImages"), "--annotations",
               str(annotations), "--max-steps", "6", "--save-steps", "3", "--logging-steps", "1", "--batch-size", "2",
+              "--input-size", "48",
               "--num-workers", "0", "--num-threads", "1", "--no-progress", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference = _cli(*common, "--output-dir", str(reference_dir))
@@ -133,4 +134,4 @@ def test_sigkill_after_a_checkpoint_resumes_with_the_same_data_and_losses(tiny_s
     summary = json.loads(out_resumed.strip().splitlines()[-1])
     assert summary["step"] == 6
     assert (killed_dir / "model.safetensors").is_file() and (killed_dir / "README.md").is_file()
-    assert "Training data" in (killed_dir / "README.md").read_text()
+    assert "| training data | `annotations.json` (3 videos" in (killed_dir / "README.md").read_text()

@@ -12,6 +12,7 @@ from .modeling import ClipMemory, GenVISForVideoInstanceSegmentation, GenVISMode
 from .ops.ms_deform_attn.backends import register_backends
 from .optimization import register_fast_path
 from .processing import GenVISVideoProcessor
+from .processing.rle import decode_masks
 from .pipelines import VideoInstanceSegmentationPipeline, register_pipeline
 
 register_auto_classes()
@@ -28,4 +29,5 @@ __all__ = [
     "GenVISModelOutput",
     "GenVISVideoProcessor",
     "VideoInstanceSegmentationPipeline",
+    "decode_masks",
 ]

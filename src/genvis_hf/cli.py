@@ -22,6 +22,10 @@ _COMMANDS = {
 }
 
 
+# Commands beyond the core install (segment, convert, score) and the extra that brings what they need.
+_COMMAND_EXTRAS = {"train": "train", "make-synthetic": "train", "evaluate": "eval"}
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; when `command` is given, that sub-command's arguments are loaded."""
     parser = argparse.ArgumentParser(prog="genvis-hf", description="GenVIS video instance segmentation")
@@ -37,12 +41,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .utils.cpu import tune_memory_allocator
+    from .utils.extras import (
+        EXTRA_OF_MODULE,
+        MissingExtraError,
+        missing_extra_message,
+        require_extra,
+    )
 
     tune_memory_allocator()  # an application, not a library import: see its docstring
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(command if command in _COMMANDS else None).parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        if command in _COMMAND_EXTRAS and "-h" not in argv and "--help" not in argv:
+            require_extra(_COMMAND_EXTRAS[command], f"genvis-hf {command}")
+        args = build_parser(command if command in _COMMANDS else None).parse_args(argv)
+        return int(args.handler(args) or 0)
+    except MissingExtraError as error:  # a feature of an extra that is not installed: one line, its pip install
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in EXTRA_OF_MODULE:
+            raise
+        print(f"error: {missing_extra_message(f'genvis-hf {command}', error.name)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

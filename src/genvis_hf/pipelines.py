@@ -3,7 +3,12 @@
     from transformers import pipeline
     segmenter = pipeline("video-instance-segmentation", model="path/to/genvis-model")
     instances = segmenter("video.mp4")            # or a frames directory, or a list of frames
-    instances[0] -> {"score": 0.93, "label": "person", "label_id": 0, "masks": bool [T, H, W]}
+    instances[0] -> {"score": 0.93, "label": "person", "label_id": 0, "segmentations": [T COCO RLEs]}
+    genvis_hf.decode_masks(instances[0]["segmentations"]) -> bool [T, H, W]
+    segmenter("video.mp4", return_rle=False)[0]["masks"] -> bool [T, H, W] (dense: T x H x W bytes per instance)
+
+Compressed masks are the default so that memory stays flat whatever the video's length (segmentation itself
+streams); dense masks of a five-minute 1080p video with 10 instances would need ~186 GB.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ class VideoInstanceSegmentationPipeline(Pipeline):
     """Segment and track every object of a video with a GenVIS model, streaming it clip by clip.
 
     Call arguments: `threshold` (keep instances scoring above it, default 0: the model's top-k),
-    `top_k`, `return_rle` (per-frame COCO RLE in `segmentations` instead of dense `masks`), `clip_length`,
+    `top_k`, `return_rle` (default True: per-frame COCO RLEs in `segmentations`, decoded by
+    `genvis_hf.decode_masks`; False: dense bool `masks` `[T, H, W]`, which grow with the video), `clip_length`,
     `max_frames`, `target_size`, `allow_truncated`, `progress`.
     """
 
@@ -58,7 +64,7 @@ class VideoInstanceSegmentationPipeline(Pipeline):
         options.setdefault("progress", False)
         return {"segmentation": segment_video(self.model, self.video_processor, model_inputs["video"], **options)}
 
-    def postprocess(self, model_outputs: dict[str, Any], return_rle: bool = False) -> list[dict[str, Any]]:
+    def postprocess(self, model_outputs: dict[str, Any], return_rle: bool = True) -> list[dict[str, Any]]:
         segmentation = model_outputs["segmentation"]
         masks = None if return_rle else segmentation.masks()
         instances = []

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 _BACKBONE_TYPES = ("resnet", "swin")
+# Settings of earlier config files that belong to the video processor (its `size`, `image_mean`, `image_std`,
+# `test_topk`): dropped when such a file is loaded.
+PROCESSOR_FIELDS = ("test_min_size", "test_max_size", "image_mean", "image_std", "test_topk")
 _DEFORMABLE_ATTENTION_BACKENDS = ("auto", "kernels", "jit", "torch")
 
 
@@ -20,6 +26,11 @@ class GenVISConfig(PretrainedConfig):
 
     Use [`GenVISConfig.from_preset`] for the released models, e.g.
     `GenVISConfig.from_preset("genvis-r50-ytvis19-semi-online")`.
+
+    Pre- and post-processing values (test resize `INPUT.MIN/MAX_SIZE_TEST`, `MODEL.PIXEL_MEAN/STD`, the top-k
+    `TEST.DETECTIONS_PER_IMAGE`) are not model settings: their one home is the video processor
+    ([`GenVISVideoProcessor`], `video_preprocessor_config.json`; `GenVISVideoProcessor.from_preset(name)`).
+    Older config files that still carry them (`PROCESSOR_FIELDS`) load with those keys ignored.
 
     Args:
         backbone_type (`str`, *optional*, defaults to `"resnet"`):
@@ -68,10 +79,8 @@ class GenVISConfig(PretrainedConfig):
             similarity embeddings of frame and clip queries.
         similarity_use_clip (`bool`, defaults to `True`): `MODEL.VITA.SIM_USE_CLIP`.
         clip_length (`int`, defaults to 1): `MODEL.GENVIS.LEN_CLIP_WINDOW` (1 = online, 3 = semi-online).
-        test_topk (`int`, defaults to 10): `TEST.DETECTIONS_PER_IMAGE`, instances returned per video.
-        size_divisibility (`int`, defaults to 32): `MODEL.MASK_FORMER.SIZE_DIVISIBILITY`.
-        test_min_size / test_max_size: `INPUT.MIN_SIZE_TEST` / `INPUT.MAX_SIZE_TEST`.
-        image_mean / image_std: `MODEL.PIXEL_MEAN` / `MODEL.PIXEL_STD` (RGB, 0-255 scale).
+        size_divisibility (`int`, defaults to 32): `MODEL.MASK_FORMER.SIZE_DIVISIBILITY`; the model zero-pads each
+            video group to a multiple of it.
         class_weight, mask_weight, dice_weight, no_object_weight: `MODEL.MASK_FORMER.*_WEIGHT` loss weights.
         object_no_object_weight: `MODEL.VITA.NO_OBJECT_WEIGHT`.
         similarity_weight: `MODEL.VITA.SIM_WEIGHT`.
@@ -150,12 +159,7 @@ class GenVISConfig(PretrainedConfig):
         similarity_use_clip: bool = True,
         # video inference
         clip_length: int = 1,
-        test_topk: int = 10,
         size_divisibility: int = 32,
-        test_min_size: int = 360,
-        test_max_size: int = 1333,
-        image_mean: list[float] | tuple[float, ...] = (123.675, 116.28, 103.53),
-        image_std: list[float] | tuple[float, ...] = (58.395, 57.12, 57.375),
         # training
         class_weight: float = 2.0,
         mask_weight: float = 5.0,
@@ -176,6 +180,12 @@ class GenVISConfig(PretrainedConfig):
         deformable_attention_backend: str = "auto",
         **kwargs: Any,
     ):
+        moved = [key for key in PROCESSOR_FIELDS if key in kwargs]
+        if moved:
+            raise TypeError(
+                f"GenVISConfig got {', '.join(moved)}: video-processor settings, not model ones; pass them to "
+                "GenVISVideoProcessor (size={'shortest_edge': ..., 'longest_edge': ...}, image_mean, image_std, test_topk)"
+            )
         if backbone_type not in _BACKBONE_TYPES:
             raise ValueError(f"backbone_type must be one of {_BACKBONE_TYPES}, got {backbone_type!r}")
         if deformable_attention_backend not in _DEFORMABLE_ATTENTION_BACKENDS:
@@ -245,12 +255,7 @@ class GenVISConfig(PretrainedConfig):
         self.similarity_use_clip = similarity_use_clip
 
         self.clip_length = clip_length
-        self.test_topk = test_topk
         self.size_divisibility = size_divisibility
-        self.test_min_size = test_min_size
-        self.test_max_size = test_max_size
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
 
         self.class_weight = class_weight
         self.mask_weight = mask_weight
@@ -270,6 +275,15 @@ class GenVISConfig(PretrainedConfig):
 
         self.deformable_attention_backend = deformable_attention_backend
         super().__init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        """`PretrainedConfig.from_dict`, ignoring the processor settings that earlier config files carried."""
+        moved = [key for key in PROCESSOR_FIELDS if key in config_dict]
+        if moved:
+            logger.info_once(f"GenVISConfig: ignoring {', '.join(moved)} (video-processor settings; see GenVISVideoProcessor)")
+            config_dict = {k: v for k, v in config_dict.items() if k not in PROCESSOR_FIELDS}
+        return super().from_dict(config_dict, **kwargs)
 
     # ------------------------------------------------------------------ derived properties
     @property

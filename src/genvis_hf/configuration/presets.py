@@ -44,7 +44,6 @@ BACKBONES: dict[str, dict[str, Any]] = {
         "backbone_type": "resnet",
         "resnet_depth": 50,
         "num_frame_queries": 100,
-        "test_min_size": 360,
     },
     "swinl": {
         "backbone_type": "swin",
@@ -54,8 +53,12 @@ BACKBONES: dict[str, dict[str, Any]] = {
         "swin_window_size": 12,
         "swin_pretrain_image_size": 384,
         "num_frame_queries": 200,
-        "test_min_size": 448,
     },
+}
+# Test-time resize of each family (`INPUT.MIN_SIZE_TEST` / `MAX_SIZE_TEST`): video-processor settings.
+TEST_SIZES: dict[str, dict[str, int]] = {
+    "r50": {"shortest_edge": 360, "longest_edge": 1333},
+    "swinl": {"shortest_edge": 448, "longest_edge": 1333},
 }
 
 MODES: dict[str, dict[str, Any]] = {
@@ -175,14 +178,12 @@ TINY_CONFIG: dict[str, Any] = {
     "object_num_heads": 4,
     "object_ffn_dim": 128,
     "clip_length": 1,
-    "test_topk": 10,
-    "test_min_size": 128,
-    "test_max_size": 400,
     "train_num_points": 512,
     "freeze_detector": False,
     "train_num_frames": 3,
     "train_frame_range": 6,
 }
+TINY_PROCESSOR: dict[str, Any] = {"size": {"shortest_edge": 128, "longest_edge": 400}, "test_topk": 10}
 
 
 def preset_config_kwargs(name: str) -> dict[str, Any]:
@@ -198,7 +199,16 @@ def preset_config_kwargs(name: str) -> dict[str, Any]:
     return {
         **BACKBONES[entry.backbone],
         **MODES[entry.mode],
-        "test_topk": dataset["test_topk"],
         "id2label": dict(enumerate(classes)),
         "label2id": {c: i for i, c in enumerate(classes)},
     }
+
+
+def preset_processor_kwargs(name: str) -> dict[str, Any]:
+    """`GenVISVideoProcessor` keyword arguments of a preset: the family's test resize and the data set's top-k."""
+    if name == TINY_PRESET:
+        return {"size": dict(TINY_PROCESSOR["size"]), "test_topk": TINY_PROCESSOR["test_topk"]}
+    if name not in MODEL_ZOO:
+        raise KeyError(f"Unknown GenVIS preset {name!r}; available: {', '.join(PRESETS)}, {TINY_PRESET}")
+    entry = MODEL_ZOO[name]
+    return {"size": dict(TEST_SIZES[entry.backbone]), "test_topk": DATASETS[entry.dataset]["test_topk"]}

@@ -21,7 +21,7 @@ from ..configuration.configuration_genvis import GenVISConfig
 from ..modeling.modeling_genvis import GenVISForVideoInstanceSegmentation, GenVISModel
 from ..processing.video_processing_genvis import GenVISVideoProcessor
 from .key_map import DROPPED_KEYS, key_rules, map_key
-from .original_config import config_kwargs_from_original
+from .original_config import config_kwargs_from_original, processor_kwargs_from_original
 
 
 class ConversionError(RuntimeError):
@@ -68,6 +68,18 @@ def build_config(*, preset: str | None = None, original_config: str | Path | dic
     kwargs = config_kwargs_from_original(original_config)
     kwargs.update(overrides)
     return GenVISConfig(**kwargs)
+
+
+def build_processor(*, preset: str | None = None, original_config: str | Path | dict | None = None,
+                    config: GenVISConfig | None = None) -> GenVISVideoProcessor:  # fmt: skip
+    """The video processor of a preset or an original YAML (test resize, mean/std, top-k), which is where those
+    values live (the model config has none of them)."""
+    if preset is not None:
+        return GenVISVideoProcessor.from_preset(preset)
+    kwargs = processor_kwargs_from_original(original_config)
+    if config is not None:
+        kwargs["size_divisibility"] = config.size_divisibility
+    return GenVISVideoProcessor(**kwargs)
 
 
 def convert_state_dict(original: dict[str, torch.Tensor], model: GenVISModel) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -186,7 +198,8 @@ def convert_checkpoint(
     export = None
     try:
         model.save_pretrained(staging, safe_serialization=True)
-        GenVISVideoProcessor.from_model_config(config).save_pretrained(staging)
+        processor = build_processor(preset=preset, original_config=original_config, config=config)
+        processor.save_pretrained(staging)
         if export_code:
             from ..hub.remote_code import RemoteCodeExportError, export_remote_code
 
@@ -201,7 +214,7 @@ def convert_checkpoint(
                 checkpoint, preset=preset, original_config=original_config if isinstance(original_config, (str, Path)) else None
             )
             card = build_model_card(config, repo_id=repo_id or preset or output_dir.name, preset=preset,
-                                    provenance=provenance, remote_code=export_code,
+                                    processor=processor, provenance=provenance, remote_code=export_code,
                                     remote_code_requirements=export.requirements if export else None)  # fmt: skip
             write_model_card(card, staging)
         if verify:

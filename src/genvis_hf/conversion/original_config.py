@@ -1,5 +1,6 @@
 """Read a resolved detectron2 config (what `cfg.dump()` writes, e.g. the fixtures' `config.yaml`) into
-`GenVISConfig` keyword arguments. Settings this implementation does not support raise, naming the key."""
+`GenVISConfig` keyword arguments (`config_kwargs_from_original`) and `GenVISVideoProcessor` ones
+(`processor_kwargs_from_original`). Settings this implementation does not support raise, naming the key."""
 
 from __future__ import annotations
 
@@ -137,12 +138,7 @@ def config_kwargs_from_original(source: str | Path | dict) -> dict[str, Any]:
         use_similarity_heads=float(_get(cfg, "MODEL.VITA.SIM_WEIGHT")) > 0.0,
         similarity_use_clip=_get(cfg, "MODEL.VITA.SIM_USE_CLIP"),
         clip_length=_get(cfg, "MODEL.GENVIS.LEN_CLIP_WINDOW"),
-        test_topk=_get(cfg, "TEST.DETECTIONS_PER_IMAGE"),
         size_divisibility=_get(cfg, "MODEL.MASK_FORMER.SIZE_DIVISIBILITY"),
-        test_min_size=_get(cfg, "INPUT.MIN_SIZE_TEST"),
-        test_max_size=_get(cfg, "INPUT.MAX_SIZE_TEST"),
-        image_mean=list(_get(cfg, "MODEL.PIXEL_MEAN")),
-        image_std=list(_get(cfg, "MODEL.PIXEL_STD")),
         class_weight=_get(cfg, "MODEL.MASK_FORMER.CLASS_WEIGHT"),
         mask_weight=_get(cfg, "MODEL.MASK_FORMER.MASK_WEIGHT"),
         dice_weight=_get(cfg, "MODEL.MASK_FORMER.DICE_WEIGHT"),
@@ -159,7 +155,23 @@ def config_kwargs_from_original(source: str | Path | dict) -> dict[str, Any]:
         train_num_frames=_get(cfg, "INPUT.SAMPLING_FRAME_NUM"),
         train_frame_range=_get(cfg, "INPUT.SAMPLING_FRAME_RANGE"),
     )
-    size_divisibility = kwargs["size_divisibility"]
-    if size_divisibility <= 0:
-        kwargs["size_divisibility"] = 32  # the original falls back to the backbone's (32 for both)
+    kwargs["size_divisibility"] = _size_divisibility(cfg)
     return kwargs
+
+
+def _size_divisibility(cfg: dict) -> int:
+    value = int(_get(cfg, "MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
+    return value if value > 0 else 32  # the original falls back to the backbone's (32 for both)
+
+
+def processor_kwargs_from_original(source: str | Path | dict) -> dict[str, Any]:
+    """`GenVISVideoProcessor` keyword arguments of an original config: the test resize, the pixel mean/std, the
+    top-k per video and the padding multiple (the model config holds none of the first three)."""
+    cfg = load_original_config(source)
+    return {
+        "size": {"shortest_edge": int(_get(cfg, "INPUT.MIN_SIZE_TEST")), "longest_edge": int(_get(cfg, "INPUT.MAX_SIZE_TEST"))},
+        "image_mean": [float(v) for v in _get(cfg, "MODEL.PIXEL_MEAN")],
+        "image_std": [float(v) for v in _get(cfg, "MODEL.PIXEL_STD")],
+        "test_topk": int(_get(cfg, "TEST.DETECTIONS_PER_IMAGE")),
+        "size_divisibility": _size_divisibility(cfg),
+    }

@@ -116,9 +116,10 @@ class VideoEvalDataset(Dataset):
 
 
 class GenVISDataCollator:
-    """Batches samples of the datasets above: `pixel_values` float `[B, T, 3, H, W]` (normalised with the model's
-    mean/std, zero-padded to the batch's longest video and largest frame, rounded up to `size_divisibility`),
-    `pixel_mask` long `[B, T, H, W]` (1 = real pixel) and `labels` (one dict per video; masks padded to H x W).
+    """Batches samples of the datasets above: `pixel_values` float `[B, T, 3, H, W]` (normalised with the video
+    processor's mean/std, zero-padded to the batch's longest video and largest frame, rounded up to
+    `size_divisibility`), `pixel_mask` long `[B, T, H, W]` (1 = real pixel) and `labels` (one dict per video; masks
+    padded to H x W). Build it with `from_processor(processor)`, so that training normalises as inference does.
     """
 
     def __init__(self, image_mean=(123.675, 116.28, 103.53), image_std=(58.395, 57.12, 57.375),
@@ -128,8 +129,16 @@ class GenVISDataCollator:
         self.size_divisibility = size_divisibility
 
     @classmethod
+    def from_processor(cls, processor) -> GenVISDataCollator:
+        """The collator normalising and padding as `processor` (a `GenVISVideoProcessor`) does."""
+        return cls(list(processor.image_mean), list(processor.image_std), processor.size_divisibility)
+
+    @classmethod
     def from_model_config(cls, config) -> GenVISDataCollator:
-        return cls(config.image_mean, config.image_std, config.size_divisibility)
+        """`from_processor` of the model's processor (`GenVISVideoProcessor.from_model_config(config)`)."""
+        from ..processing.video_processing_genvis import GenVISVideoProcessor
+
+        return cls.from_processor(GenVISVideoProcessor.from_model_config(config))
 
     def __call__(self, samples: list[dict]) -> dict:
         divisor = max(1, self.size_divisibility)

@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from ..utils.extras import MissingExtraError, missing_extra_message
+
+try:
+    import datasets
+except ModuleNotFoundError as error:  # data sets are the [train] / [eval] extras'
+    raise MissingExtraError(
+        missing_extra_message("genvis_hf.data (training and evaluation data)", "datasets", "train|eval")
+    ) from error
 
 FEATURES = datasets.Features(
     {

@@ -21,8 +21,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import datasets
-import evaluate
+from ..utils.extras import MissingExtraError, missing_extra_message
+
+try:
+    import datasets
+    import evaluate
+except ModuleNotFoundError as error:  # the `evaluate` metric is the [eval] extra's
+    raise MissingExtraError(missing_extra_message("the YouTube-VIS `evaluate` metric", error.name, "eval")) from error
 
 from .data import GroundTruthSource
 from .errors import YTVISFormatError

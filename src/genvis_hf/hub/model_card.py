@@ -120,21 +120,21 @@ from transformers import pipeline
 
 segmenter = pipeline("video-instance-segmentation", model="{repo_id}")
 instances = segmenter("video.mp4")  # a video file, a directory of frames, or a list of RGB frames
-for instance in instances:
-    print(instance["label"], round(instance["score"], 3), tuple(instance["masks"].shape))  # masks: bool [frames, H, W]
+for instance in instances:  # masks as per-frame RLEs (memory flat in the video's length); decode what you need
+    masks = genvis_hf.decode_masks(instance["segmentations"])  # bool [frames, H, W]
+    print(instance["label"], round(instance["score"], 3), tuple(masks.shape))
 ```
 
 The same with the model and processor in hand (`masks()` is bool `[instances, frames, H, W]`; results also
 convert to YouTube-VIS JSON with `to_ytvis_results()`):
 
 ```python
-import genvis_hf
-from genvis_hf.inference import segment_video
-from transformers import AutoModel, AutoVideoProcessor
+from genvis_hf import AutoModelForVideoInstanceSegmentation
+from transformers import AutoVideoProcessor
 
-model = AutoModel.from_pretrained("{repo_id}").eval()
+model = AutoModelForVideoInstanceSegmentation.from_pretrained("{repo_id}")
 processor = AutoVideoProcessor.from_pretrained("{repo_id}")
-video = segment_video(model, processor, "video.mp4", progress=False)
+video = model.segment_video("video.mp4", processor, progress=False)
 print(video.label_names, video.scores, video.masks().shape)
 ```
 """
@@ -161,11 +161,28 @@ print(video["scores"], video["labels"], video["masks"].shape)
     return text
 
 
+def _preset_processor(preset: str | None):
+    if preset is None:
+        return None
+    from ..processing.video_processing_genvis import GenVISVideoProcessor
+
+    return GenVISVideoProcessor.from_preset(preset)
+
+
+def _processor_rows(processor) -> list[str]:
+    if processor is None:
+        return []
+    size = processor.size
+    return [f"| test resize | shortest edge {size['shortest_edge']}, longest edge at most {size['longest_edge']} |",
+            f"| instances per video | top {processor.test_topk} |"]  # fmt: skip
+
+
 def build_model_card(
     config,
     *,
     repo_id: str,
     preset: str | None = None,
+    processor=None,
     metrics: Mapping[str, float] | None = None,
     metrics_source: str | None = None,
     metrics_source_url: str | None = None,
@@ -185,6 +202,8 @@ def build_model_card(
         repo_id: the name the usage snippets load (`genvis-r50-ytvis19`, `org/name`, or a directory path).
         preset: a released model (`genvis_hf.configuration.presets.MODEL_ZOO`): title, data set, and, unless
             `metrics` is given, the authors' Model Zoo figures.
+        processor: the model's `GenVISVideoProcessor` (test resize and top-k rows); default: the preset's, else
+            none of those rows.
         metrics: figures to report, name -> value as it should read (YouTube-VIS API %: `AP`, `AP50`, `AP75`,
             `AR1`, `AR10`; other names are reported after those). Overrides the preset's.
         metrics_source / metrics_source_url: where the figures come from (shown in the card and model-index).
@@ -254,8 +273,7 @@ def build_model_card(
             f"| backbone | {backbone} |",
             f"| inference | {mode} |",
             f"| queries | {config.num_frame_queries} per frame, {config.num_clip_queries} per clip |",
-            f"| test resize | shortest edge {config.test_min_size}, longest edge at most {config.test_max_size} |",
-            f"| instances per video | top {config.test_topk} |",
+            *_processor_rows(processor if processor is not None else _preset_processor(preset)),
             f"| classes ({len(classes)}) | {', '.join(classes)} |",
         ]),
         _usage(repo_id, remote_code, remote_code_requirements).rstrip(),

@@ -64,8 +64,10 @@ def push_to_hub(
     private: bool | None = None,
     commit_message: str | None = None,
     revision: str | None = None,
+    exclude: list[str] | None = None,
 ) -> PushResult:
-    """Create `repo_id` (if it does not exist) and upload every file of `model_dir` in one commit.
+    """Create `repo_id` (if it does not exist) and upload every file of `model_dir` (but those matching the glob
+    patterns of `exclude`, e.g. a training run's `checkpoints/*`) in one commit.
 
     Returns the commit only once the Hub has accepted it; raises `HubPushError` (one line) otherwise, in
     which case nothing of this call is on the Hub (a commit is applied entirely or not at all)."""
@@ -86,7 +88,7 @@ def push_to_hub(
             repo_type="model",
             revision=revision,
             commit_message=commit_message or f"Upload {model_dir.name} (genvis_hf)",
-            ignore_patterns=[".*", "__pycache__/*", "*.pyc"],
+            ignore_patterns=[".*", "__pycache__/*", "*.pyc", *(exclude or [])],
         )
     except Exception as error:  # network, authentication, permission, quota: all mean "not pushed"
         raise HubPushError(f"push to {repo_id} failed, nothing was committed: {one_line(error)}") from error

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .layers import FrozenBatchNorm2d
 
@@ -55,7 +56,7 @@ class ResNetStem(nn.Module):
         return F.max_pool2d(self.conv1(x, relu=True), kernel_size=3, stride=2, padding=1)
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(GradientCheckpointingLayer):
     def __init__(self, in_channels: int, out_channels: int, bottleneck_channels: int, stride: int,
                  num_groups: int, stride_in_1x1: bool, dilation: int, norm: str = "FrozenBN"):  # fmt: skip
         super().__init__()
@@ -76,7 +77,7 @@ class BottleneckBlock(nn.Module):
         return self.conv3(out, residual=x if self.shortcut is None else self.shortcut(x), relu=True)
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(GradientCheckpointingLayer):
     def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str = "FrozenBN"):
         super().__init__()
         self.shortcut = (

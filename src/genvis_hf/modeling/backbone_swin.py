@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -84,7 +85,7 @@ class SwinMlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-class SwinBlock(nn.Module):
+class SwinBlock(GradientCheckpointingLayer):
     def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, mlp_ratio: float,
                  qkv_bias: bool, qk_scale: float | None, drop_path: float):  # fmt: skip
         super().__init__()

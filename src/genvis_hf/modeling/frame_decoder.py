@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .layers import MLP, CrossAttentionLayer, FeedForwardLayer, SelfAttentionLayer, sine_position_embedding
 
@@ -35,7 +36,7 @@ def attend_where_not_blocked(blocked: torch.Tensor) -> torch.Tensor:
     return blocked.logical_not().logical_or_(blocked.all(-1, keepdim=True))
 
 
-class FrameDecoderLayer(nn.Module):
+class FrameDecoderLayer(GradientCheckpointingLayer):
     """Masked cross-attention -> self-attention -> FFN."""
 
     def __init__(self, hidden_dim: int, num_heads: int, ffn_dim: int, pre_norm: bool, dropout: float = 0.0):

@@ -11,7 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
+
+from ..utils.extras import MissingExtraError, missing_extra_message
+
+try:
+    from scipy.optimize import linear_sum_assignment
+except ModuleNotFoundError as error:  # the training losses are the [train] extra's
+    raise MissingExtraError(missing_extra_message("GenVIS's training losses", "scipy")) from error
 
 # A cost large enough that the assignment never prefers it, small enough to stay finite in float32.
 _BLOCKED = 1e6

@@ -169,6 +169,13 @@ class GroupLossInputs:
     size: tuple[int, int, int]  # (length, padded height, padded width)
 
 
+def reject_unknown_arguments(method: str, kwargs: dict) -> None:
+    """A `TypeError` naming every keyword argument `method` does not take (none are silently ignored)."""
+    if kwargs:
+        hint = "; GenVIS returns no attention weights" if "output_attentions" in kwargs else ""
+        raise TypeError(f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, kwargs))}{hint}")
+
+
 class InferenceFastPath(Protocol):
     """What genvis_hf's fast-path layer provides (`genvis_hf.optimization`); see `GenVISPreTrainedModel`."""
 
@@ -185,7 +192,10 @@ class GenVISPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "pixel_values"
     input_modalities = ("video",)
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
+    # `forward(**kwargs)` only exists to name unknown arguments (`reject_unknown_arguments`): `Trainer` must not
+    # read it as accepting loss kwargs (`num_items_in_batch`).
+    accepts_loss_kwargs = False
     _no_split_modules = ["GenVISFrameDecoder", "GenVISObjectDecoder", "GenVISPixelDecoder"]
 
     # The fast path for inference (faster modules swapped in at `eval()`, out again at `train()`): genvis_hf registers
@@ -527,6 +537,7 @@ class GenVISModel(GenVISPreTrainedModel):
                 3 = semi-online; released models were trained with their config's value).
             output_hidden_states (`bool`, *optional*): also return backbone and pixel-decoder features.
         """
+        reject_unknown_arguments("GenVISModel.forward", kwargs)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -617,6 +628,7 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
             masks are empty on every frame is ignored; on a frame where its mask is empty it is absent. With
             labels, `loss` (the sum of `loss_dict`, the weighted terms of `GenVISLoss`) is returned.
         """
+        reject_unknown_arguments("GenVISForVideoInstanceSegmentation.forward", kwargs)
         if labels is None:
             return self.model(
                 pixel_values,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .layers import MLP, CrossAttentionLayer, FeedForwardLayer, SelfAttentionLayer
 
@@ -69,7 +70,7 @@ class ObjectDecoderOutput:
     memory: ClipMemory
 
 
-class ObjectEncoderLayer(nn.Module):
+class ObjectEncoderLayer(GradientCheckpointingLayer):
     """Self-attention (no position encoding) -> FFN over the frame queries of a clip."""
 
     def __init__(self, hidden_dim: int, num_heads: int, ffn_dim: int, pre_norm: bool):
@@ -81,7 +82,7 @@ class ObjectEncoderLayer(nn.Module):
         return self.ffn(self.self_attn(hidden_states, attention_mask=attention_mask))
 
 
-class ObjectDecoderLayer(nn.Module):
+class ObjectDecoderLayer(GradientCheckpointingLayer):
     """Cross-attention to the encoded frame queries -> self-attention -> FFN."""
 
     def __init__(self, hidden_dim: int, num_heads: int, ffn_dim: int, pre_norm: bool):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .deformable_attention import MultiScaleDeformableAttention
 from .layers import ConvNormActivation, sine_position_embedding
@@ -33,7 +34,7 @@ class PixelDecoderOutput:
     mask_features: torch.Tensor
 
 
-class DeformableEncoderLayer(nn.Module):
+class DeformableEncoderLayer(GradientCheckpointingLayer):
     """Deformable self-attention over all levels + FFN, each with residual and post-LayerNorm."""
 
     def __init__(self, embed_dim: int, num_levels: int, num_heads: int, num_points: int, ffn_dim: int,

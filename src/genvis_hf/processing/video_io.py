@@ -141,6 +141,28 @@ class VideoReader:
         except Exception as error:  # av.error.* and OSError: not a container ffmpeg understands
             raise VideoInputError(f"{self.path}: not a readable video ({_reason(error)})") from error
 
+    def count_file_frames(self) -> int:
+        """The video file's frames, counted by demuxing its packets (no decoding: milliseconds), because headers can
+        be wrong (tree.avi announces 444 frames and holds 68). A file that ends before the duration its header
+        announces raises, as iterating does, unless `allow_truncated`."""
+        import av
+
+        with av.open(str(self.path)) as container:
+            stream = container.streams.video[0]
+            count, last_pts = 0, None
+            for packet in container.demux(stream):
+                if packet.size:
+                    count += 1
+                    pts = packet.pts if packet.pts is not None else packet.dts
+                    last_pts = pts if last_pts is None or (pts is not None and pts > last_pts) else last_pts
+            if count and not self.allow_truncated and self._looks_truncated(stream, last_pts):
+                raise VideoInputError(
+                    f"{self.path}: ends after {count} frames ({self._seconds(stream, last_pts):.2f} s) but its header "
+                    f"announces {self._announced_seconds(stream):.2f} s: the file looks truncated "
+                    "(segment_video(..., allow_truncated=True) / --allow-truncated segments the decodable part)"
+                )
+        return count
+
     def _decode_file(self) -> Iterator[np.ndarray]:
         import av
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,11 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
+from transformers.video_utils import VideoMetadata
 
 from .post_processing import MaskRenderer, score_order, select_instances
 from .rle import masks_to_rle
-from .video_io import VideoInputError, read_video
+from .video_io import VideoInputError, VideoReader, read_video
 
 DEFAULT_MEAN = [123.675, 116.28, 103.53]
 DEFAULT_STD = [58.395, 57.12, 57.375]
@@ -78,6 +80,73 @@ def split_videos(videos: Any) -> list[Any]:
     raise VideoInputError(f"unsupported videos input of type {type(videos).__name__}")
 
 
+def _is_video_file(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).is_file()
+
+
+def _metadata_list(video_metadata: Any, count: int) -> list[dict | None]:
+    """`video_metadata` (None, one dict / `VideoMetadata`, or one per video) as one plain dict (or None) per video."""
+    if video_metadata is None:
+        return [None] * count
+    entries = list(video_metadata) if isinstance(video_metadata, (list, tuple)) else [video_metadata]
+    if len(entries) != count:
+        raise ValueError(f"video_metadata has {len(entries)} entries for {count} videos: give one per video")
+    plain = []
+    for entry in entries:
+        if not isinstance(entry, (dict, VideoMetadata)):
+            raise TypeError(f"video_metadata entries must be dicts or VideoMetadata, got {type(entry).__name__}")
+        plain.append({key: entry[key] for key in entry if entry[key] is not None})
+    return plain
+
+
+def _load_video(source: Any, given: dict | None, sample_indices_fn) -> tuple[np.ndarray, VideoMetadata]:
+    """One video's RGB frames `[T, H, W, 3]` and its metadata, sampled by `sample_indices_fn` when given.
+
+    A video file goes through transformers' public loader, `load_video` (PyAV backend), with its frame count taken
+    by demuxing rather than from the header (`VideoReader.count_file_frames`); frame directories and in-memory frames are read by `VideoReader`, with
+    `given` (the caller's `video_metadata`, e.g. its `fps`) filling in what they lack."""
+    if _is_video_file(source):
+        from transformers.video_utils import load_video
+
+        # one-line errors for a missing, empty, unreadable or truncated file; the frame count from the packets
+        count = VideoReader(source).count_file_frames()
+
+        def sample(metadata: VideoMetadata, **kwargs) -> np.ndarray:
+            metadata.total_num_frames = count
+            metadata.duration = count / metadata.fps if metadata.fps else None
+            return sample_indices_fn(metadata=metadata) if sample_indices_fn is not None else np.arange(count)
+
+        try:
+            frames, metadata = load_video(str(source), backend="pyav", sample_indices_fn=sample)
+        except Exception as error:  # av decoding errors of a damaged file
+            raise VideoInputError(f"{source}: decoding failed ({type(error).__name__}: {str(error)[:200]})") from error
+        decoded = len(frames) if frames.ndim == 4 else 0
+        missing = list(metadata.frames_indices[decoded:])  # the loader stops at the end of the stream
+        # A file can hold a packet or two that decode to no frame at its very end (box.mp4: 456 packets, 455
+        # frames); more missing frames mean a damaged or truncated file, as `VideoReader` judges it.
+        if decoded == 0 or (missing and min(missing) < count - max(2, round(0.02 * count))):
+            raise VideoInputError(f"{source}: decoded {decoded} of the {len(metadata.frames_indices)} frames requested "
+                                  f"of its {count} (damaged or truncated file)")  # fmt: skip
+        if missing:
+            metadata.frames_indices = list(metadata.frames_indices[:decoded])
+            if sample_indices_fn is None:
+                metadata.total_num_frames = decoded
+        return frames, metadata
+    frames = read_video(source)
+    fields = {"total_num_frames": len(frames), **(given or {})}
+    if fields["total_num_frames"] != len(frames):
+        raise ValueError(f"video_metadata says {fields['total_num_frames']} frames, the video has {len(frames)}")
+    metadata = VideoMetadata(**{**fields, "height": frames.shape[1], "width": frames.shape[2]})
+    indices = np.arange(len(frames))
+    if sample_indices_fn is not None:
+        indices = np.asarray(sample_indices_fn(metadata=metadata))
+        if indices.size == 0:
+            raise ValueError(f"frame sampling kept none of the video's {len(frames)} frames")
+        frames = frames[indices]
+    metadata.frames_indices = indices.tolist()
+    return frames, metadata
+
+
 class GenVISVideoProcessor(BaseVideoProcessor):
     r"""Prepares videos for [`GenVISForVideoInstanceSegmentation`] and post-processes its outputs.
 
@@ -116,21 +185,42 @@ class GenVISVideoProcessor(BaseVideoProcessor):
         super().__init__(**kwargs)
 
     @classmethod
+    def from_preset(cls, name: str, **kwargs) -> GenVISVideoProcessor:
+        """The processor of a released model (`genvis_hf.configuration.presets`): its family's test resize (R-50
+        shortest edge 360, Swin-L 448, longest edge 1333) and its data set's top-k (YouTube-VIS 10, OVIS 20)."""
+        from ..configuration.presets import preset_processor_kwargs
+
+        return cls(**{**preset_processor_kwargs(name), **kwargs})
+
+    @classmethod
     def from_model_config(cls, config, **kwargs) -> GenVISVideoProcessor:
-        """The processor matching a `GenVISConfig` (test resize, mean/std, size divisibility)."""
-        return cls(
-            size={"shortest_edge": config.test_min_size, "longest_edge": config.test_max_size},
-            image_mean=list(config.image_mean),
-            image_std=list(config.image_std),
-            size_divisibility=config.size_divisibility,
-            test_topk=config.test_topk,
-            **kwargs,
-        )
+        """The processor for the model `config` belongs to: the one saved with it (`config.name_or_path`, the
+        directory or installed name `from_pretrained` read, looked up offline), else the default processor with the
+        config's size divisibility. The processor is where resize, normalisation and top-k values live; the
+        model config has none of them."""
+        source = str(getattr(config, "name_or_path", "") or "")
+        if source:
+            try:
+                return cls.from_pretrained(source, local_files_only=True, **kwargs)
+            except (OSError, ValueError):
+                pass  # a model built in memory, or saved without its processor
+        return cls(size_divisibility=config.size_divisibility, **kwargs)
 
     # ------------------------------------------------------------------ input handling
     def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
-        """Accept paths (video files, frame directories), arrays/tensors and frame lists; see `VideoReader`."""
-        return [torch.from_numpy(read_video(v)).permute(0, 3, 1, 2) for v in split_videos(videos)], None
+        """`BaseVideoProcessor`'s decoding step for every input GenVIS takes (see `split_videos`): video files are
+        decoded with transformers' public loader (`transformers.video_utils.load_video`, PyAV backend), frame
+        directories, arrays, tensors and frame lists with `genvis_hf`'s reader. With `do_sample_frames`, the frames
+        `sample_frames` picks (`num_frames` or `fps`; `fps` needs a frame rate: a file's own, or `video_metadata`)
+        are kept. Returns the videos `[T, 3, H, W]` and one `VideoMetadata` per video (`return_metadata=True`)."""
+        sources = split_videos(videos)
+        given = _metadata_list(video_metadata, len(sources))
+        decoded, metadata = [], []
+        for source, video_meta in zip(sources, given):
+            frames, video_meta = _load_video(source, video_meta, sample_indices_fn if do_sample_frames else None)
+            decoded.append(torch.from_numpy(frames).permute(0, 3, 1, 2))
+            metadata.append(video_meta)
+        return decoded, metadata
 
     def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
         return [video.to(device) for video in videos] if device is not None else videos

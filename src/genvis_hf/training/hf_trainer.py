@@ -1,15 +1,16 @@
 """`transformers.Trainer` with GenVIS: no Trainer subclass is needed.
 
     model = GenVISForVideoInstanceSegmentation(config)            # or .from_pretrained(...)
-    collator = GenVISDataCollator.from_model_config(config)
+    processor = GenVISVideoProcessor.from_preset("genvis-r50-ytvis19")  # or .from_pretrained(...): resize, mean/std
+    short, long = processor.size["shortest_edge"], processor.size["longest_edge"]
+    collator = GenVISDataCollator.from_processor(processor)
     train_set = VideoClipDataset(load_ytvis(ann, images), config.train_num_frames, config.train_frame_range,
-                                 ClipAugmentation(default_train_sizes(config.test_min_size), config.test_max_size))
-    eval_set = VideoEvalDataset(load_ytvis(eval_ann, eval_images), config.test_min_size, config.test_max_size)
+                                 ClipAugmentation(default_train_sizes(short), long))
+    eval_set = VideoEvalDataset(load_ytvis(eval_ann, eval_images), short, long)
     args = TrainingArguments(output_dir, **trainer_arguments(), max_steps=..., learning_rate=...)
     trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_set,
                       eval_dataset=eval_set,
-                      compute_metrics=make_compute_metrics(GenVISVideoProcessor.from_model_config(config),
-                                                           eval_set.source))
+                      compute_metrics=make_compute_metrics(processor, eval_set.source))
     trainer.train(); trainer.evaluate()   # eval_AP, eval_AP50, ...
 
 `trainer_arguments()` holds the settings that make evaluation work on per-video label dicts of different sizes:

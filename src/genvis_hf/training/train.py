@@ -11,10 +11,16 @@ and a per-position seed, so augmentation is a function of the position), and eve
 numpy and random from (seed, step, micro-batch); a run killed after a checkpoint and resumed therefore sees the
 same batches and computes the same losses as an uninterrupted one.
 
-Two recipes: fine-tuning a model with pretrained weights (a `save_pretrained` folder) follows the original
-(lr 5e-5, backbone x0.1, 10 warm-up steps at factor 1, decay x0.1 at 2/3 of the steps); training from scratch
-(a preset or config.json, e.g. `--config tiny`) uses lr 1e-3, backbone x1, 100 warm-up steps from 0.01 and decays
-at 65% and 90% of the steps. Without `--max-steps` the run is limited by `--time-budget` (default 19 minutes):
+Three recipes: fine-tuning a model with pretrained weights (a `save_pretrained` folder) follows the original
+(lr 5e-5, backbone x0.1, 10 warm-up steps at factor 1, decay x0.1 at 2/3 of the steps); starting from a
+transformers Mask2Former (`--init-from-mask2former`: pretrained detector, new object decoder) is the same with
+lr 1e-4 and the whole model trained; training from scratch (a preset or config.json, e.g. `--config tiny`) uses
+lr 1e-3, backbone x1, 100 warm-up steps from 0.01 and decays at 65% and 90% of the steps.
+
+Logs go through transformers' logging (`TRANSFORMERS_VERBOSITY`), to `training_log.jsonl`, and to the
+Accelerate trackers named by `--report-to` (TensorBoard event files in `OUT/runs/`). The output's model card is
+`genvis_hf.hub.build_model_card`'s, with a model-index of the final evaluation; `--push-to-hub ORG/NAME` uploads
+the output (without its checkpoints) after training, and is refused before training when it cannot work. Without `--max-steps` the run is limited by `--time-budget` (default 19 minutes):
 it measures its own speed and sets the number of steps (and the schedule) to fit.
 """
 
@@ -22,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import random
@@ -38,10 +43,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-logger = logging.getLogger("genvis_hf.training")
+from ..utils.logging import get_logger, set_command_verbosity
+
+logger = get_logger(__name__)
 
 TINY_NAMES = ("tiny", "genvis-tiny")
 STATE_FILE = "trainer_state.json"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -51,6 +59,7 @@ class TrainArguments:
     annotations: str
     output_dir: str
     config: str = "tiny"
+    init_from_mask2former: str | None = None
     eval_images: str | None = None
     eval_annotations: str | None = None
     coco_images: str | None = None
@@ -71,6 +80,7 @@ class TrainArguments:
     frame_range: int | None = None
     input_size: int | None = None
     freeze_detector: bool | None = None
+    gradient_checkpointing: bool = False
     mixed_precision: str = "auto"
     num_workers: int | None = None
     num_threads: int | None = None
@@ -81,6 +91,8 @@ class TrainArguments:
     resume: str | None = None
     seed: int = 0
     cache_dir: str | None = None
+    report_to: list[str] = field(default_factory=list)
+    push_to_hub: str | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -122,51 +134,71 @@ def _median_short_edge(source) -> int:
 
 
 def build_model(args: TrainArguments, source):
-    """(model, from_scratch): a tiny/preset/config.json model with fresh weights, or a pretrained folder (the
-    class heads re-initialised when the data set has another number of classes)."""
+    """(model, processor, recipe): a tiny/preset/config.json model with fresh weights (recipe "scratch"), a
+    pretrained folder ("finetune"; the class heads re-initialised when the data set has another number of classes),
+    or a transformers Mask2Former's detector with a new object decoder ("mask2former"). The processor holds the
+    input size and normalisation (the model's own for a folder, the preset's, or the default)."""
     from ..configuration.configuration_genvis import GenVISConfig
     from ..configuration.presets import TINY_PRESET
     from ..modeling.modeling_genvis import GenVISForVideoInstanceSegmentation
+    from ..processing.video_processing_genvis import GenVISVideoProcessor
 
     id2label = source.id2label
     labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
     spec = args.config
     path = Path(spec)
-    if path.is_dir() and (path / "config.json").is_file():
+    if args.init_from_mask2former:
+        from ..conversion.mask2former import init_from_mask2former
+
+        model, report = init_from_mask2former(args.init_from_mask2former, **labels)
+        logger.info("initialised from Mask2Former %s: %s", args.init_from_mask2former, report.summary())
+        processor, recipe = GenVISVideoProcessor(size_divisibility=model.config.size_divisibility), "mask2former"
+    elif path.is_dir() and (path / "config.json").is_file():
         model = GenVISForVideoInstanceSegmentation.from_pretrained(path, ignore_mismatched_sizes=True, **labels)
-        from_scratch = not any(path.glob("*.safetensors")) and not any(path.glob("*.bin"))
+        processor = GenVISVideoProcessor.from_model_config(model.config)
+        has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+        recipe = "finetune" if has_weights else "scratch"
     else:
         if spec in TINY_NAMES:
             config = GenVISConfig.from_preset(TINY_PRESET, **labels)
+            processor = GenVISVideoProcessor.from_preset(TINY_PRESET)
             if args.input_size is None:
                 # Small frames train fast: the data set's median short edge, within [96, 160].
-                config.test_min_size = int(min(160, max(96, round(_median_short_edge(source) / 8) * 8)))
+                processor.size["shortest_edge"] = int(min(160, max(96, round(_median_short_edge(source) / 8) * 8)))
         elif path.suffix == ".json" and path.is_file():
             config = GenVISConfig.from_json_file(str(path))
             config.update(labels)
             config.num_labels = labels["num_labels"]
+            processor = GenVISVideoProcessor(size_divisibility=config.size_divisibility)
         else:
             config = GenVISConfig.from_preset(spec, **labels)
+            processor = GenVISVideoProcessor.from_preset(spec)
         model = GenVISForVideoInstanceSegmentation(config)
-        from_scratch = True
+        recipe = "scratch"
     if args.input_size is not None:
-        model.config.test_min_size = int(args.input_size)
+        processor.size["shortest_edge"] = int(args.input_size)
     if args.freeze_detector is not None:
         model.apply_freeze_detector(args.freeze_detector)
-    elif from_scratch and model.config.freeze_detector:
+    elif recipe == "scratch" and model.config.freeze_detector:
         logger.warning("training from scratch: freeze_detector turned off (there is no pretrained detector)")
         model.apply_freeze_detector(False)
+    if args.gradient_checkpointing:
+        # transformers' standard API (the 5.x name of gradient_checkpointing_enable): backbone blocks, deformable
+        # encoder layers and frame/object decoder layers recompute their activations in the backward pass
+        model.activation_checkpointing_enable()
     if args.num_frames is not None:
         model.config.train_num_frames = args.num_frames
     if args.frame_range is not None:
         model.config.train_frame_range = args.frame_range
-    return model, from_scratch
+    return model, processor, recipe
 
 
-def recipe_defaults(args: TrainArguments, from_scratch: bool, device_type: str) -> TrainArguments:
-    """Fill the arguments left at None with the recipe's values (see the module docstring)."""
-    pick = (lambda scratch, finetune: scratch) if from_scratch else (lambda scratch, finetune: finetune)
-    args.learning_rate = args.learning_rate if args.learning_rate is not None else pick(1e-3, 5e-5)
+def recipe_defaults(args: TrainArguments, recipe: str, device_type: str) -> TrainArguments:
+    """Fill the arguments left at None with the recipe's values ("scratch", "finetune" or "mask2former"; see the
+    module docstring)."""
+    pick = (lambda scratch, finetune: scratch) if recipe == "scratch" else (lambda scratch, finetune: finetune)
+    args.learning_rate = args.learning_rate if args.learning_rate is not None else (
+        1e-4 if recipe == "mask2former" else pick(1e-3, 5e-5))  # fmt: skip
     args.backbone_multiplier = args.backbone_multiplier if args.backbone_multiplier is not None else pick(1.0, 0.1)
     args.warmup_steps = args.warmup_steps if args.warmup_steps is not None else pick(100, 10)
     args.warmup_factor = args.warmup_factor if args.warmup_factor is not None else pick(0.01, 1.0)
@@ -201,14 +233,14 @@ class StepSchedule:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _checkpoints(output_dir: Path) -> list[Path]:
-    folder = output_dir / "checkpoints"
+    folder = output_dir / CHECKPOINTS_DIR
     found = [p for p in folder.glob("step_*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
 def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Path:
     """`accelerator.save_state` into checkpoints/step_N (written as step_N.tmp, renamed when complete)."""
-    final = output_dir / "checkpoints" / f"step_{state['step']}"
+    final = output_dir / CHECKPOINTS_DIR / f"step_{state['step']}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
         if tmp.exists():
@@ -265,18 +297,25 @@ def save_final_model(model, processor, output_dir: Path, card_text: str) -> None
 # ---------------------------------------------------------------------------------------------- the loop
 def train(args: TrainArguments) -> dict:
     """Run training; returns the final state (step, losses, metrics)."""
+    from ..utils.extras import require_extra
+
+    require_extra("train", "genvis-hf train")
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
     from tqdm.auto import tqdm
 
     from ..data import ClipAugmentation, GenVISDataCollator, VideoClipDataset, default_train_sizes, load_ytvis
     from ..data.ytvis import load_coco_as_videos
-    from ..processing.video_processing_genvis import GenVISVideoProcessor
-    from .card import model_card
     from .optim import build_optimizer
+    from .trackers import LOGGING_SUBDIR, hyperparameters, resolve_trackers
 
     start_time = time.time()
     output_dir = Path(args.output_dir)
+    trackers = resolve_trackers(args.report_to)  # before anything runs: an uninstalled tracker is one line
+    if args.push_to_hub:
+        from ..hub.push import check_push_possible
+
+        check_push_possible(args.push_to_hub)  # offline / no token / bad repo id: refused before training
     cuda = torch.cuda.is_available()
     mixed_precision = args.mixed_precision
     if mixed_precision == "auto":
@@ -288,6 +327,8 @@ def train(args: TrainArguments) -> dict:
         # A clip whose memory holds a single entry gives its read weights no gradient (softmax over one value):
         # short samples leave a few parameters unused in some steps.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / LOGGING_SUBDIR)),
     )
     device_type = accelerator.device.type
     if device_type == "cpu":
@@ -298,7 +339,6 @@ def train(args: TrainArguments) -> dict:
         torch.set_num_threads(args.num_threads)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
     logger.info("process %d of %d on %s, mixed precision %s", accelerator.process_index, accelerator.num_processes,
                 accelerator.device, mixed_precision)  # fmt: skip
@@ -311,17 +351,17 @@ def train(args: TrainArguments) -> dict:
         for key in ("batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_multiplier",
                     "warmup_steps", "warmup_factor", "decay_fractions", "gamma", "seed", "num_frames",
                     "frame_range", "input_size", "config", "freeze_detector", "clip_grad_norm", "weight_decay",
-                    "max_steps", "time_budget"):  # fmt: skip
+                    "max_steps", "time_budget", "init_from_mask2former"):  # fmt: skip
             setattr(args, key, saved.get(key))
     seed_everything(args.seed)  # the initial weights of a model trained from scratch
-    model, from_scratch = build_model(args, source)
-    args = recipe_defaults(args, from_scratch, device_type)
+    model, processor, recipe = build_model(args, source)
+    args = recipe_defaults(args, recipe, device_type)
     config = model.config
     if resumed_state is not None:
-        config.test_min_size = resumed_state["test_min_size"]
+        processor.size["shortest_edge"] = resumed_state["test_min_size"]
 
-    sizes = default_train_sizes(config.test_min_size)
-    augmentation = ClipAugmentation(min_sizes=sizes, max_size=config.test_max_size)
+    sizes = default_train_sizes(processor.size["shortest_edge"])
+    augmentation = ClipAugmentation(min_sizes=sizes, max_size=processor.size["longest_edge"])
     dataset = VideoClipDataset(source, config.train_num_frames, config.train_frame_range, augmentation)
     if args.coco_annotations:
         from torch.utils.data import ConcatDataset
@@ -334,7 +374,7 @@ def train(args: TrainArguments) -> dict:
     planned_steps = args.max_steps if args.max_steps is not None else 10**6
     sampler = SeededSampler(len(dataset), planned_steps * samples_per_step, args.seed)
     loader = DataLoader(
-        dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=GenVISDataCollator.from_model_config(config),
+        dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=GenVISDataCollator.from_processor(processor),
         num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
     )  # fmt: skip
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, args.backbone_multiplier)
@@ -357,6 +397,8 @@ def train(args: TrainArguments) -> dict:
         schedule.set_max_steps(args.max_steps)
 
     model.train()
+    if trackers:
+        accelerator.init_trackers(output_dir.name or "genvis", config=hyperparameters(state_args(args)))
     batches = iter(accelerator.skip_first_batches(loader, step * args.gradient_accumulation_steps) if step else loader)
     log_path = output_dir / "training_log.jsonl"
     progress = tqdm(total=schedule.max_steps, initial=step, disable=not (args.progress and accelerator.is_main_process),
@@ -368,8 +410,8 @@ def train(args: TrainArguments) -> dict:
     def state(step: int) -> dict:
         return {
             "step": step, "max_steps": schedule.max_steps, "milestones": schedule.milestones,
-            "elapsed": elapsed_before + time.time() - run_start, "test_min_size": config.test_min_size,
-            "recent_losses": history[-50:], "args": {k: v for k, v in asdict(args).items() if k != "extra"},
+            "elapsed": elapsed_before + time.time() - run_start, "test_min_size": processor.size["shortest_edge"],
+            "recent_losses": history[-50:], "args": state_args(args),
             "train_videos": len(source), "train_annotations": str(Path(args.annotations).resolve()),
         }  # fmt: skip
 
@@ -401,6 +443,8 @@ def train(args: TrainArguments) -> dict:
                      "step_time": statistics.mean(step_times[-args.logging_steps:]),
                      "elapsed": round(elapsed_before + time.time() - run_start, 1), "videos": videos}  # fmt: skip
             progress.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{entry['lr']:.2e}")
+            accelerator.log({"train/loss": loss_sum, "train/learning_rate": entry["lr"],
+                             "train/step_time": entry["step_time"]}, step=step)  # fmt: skip
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(entry) + "\n")
             if not progress.disable and not sys.stderr.isatty():
@@ -425,7 +469,8 @@ def train(args: TrainArguments) -> dict:
         if args.save_steps and step % args.save_steps == 0 and step < schedule.max_steps:
             save_checkpoint(accelerator, output_dir, state(step), args.save_total_limit)
         if args.eval_steps and args.eval_annotations and step % args.eval_steps == 0 and accelerator.is_main_process:
-            _evaluate_during_training(accelerator.unwrap_model(model), args, config)
+            metrics = _evaluate_during_training(accelerator.unwrap_model(model), args, processor)
+            accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
             model.train()
     progress.close()
     if stopped_by_budget:
@@ -437,29 +482,75 @@ def train(args: TrainArguments) -> dict:
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.eval()
-        processor = GenVISVideoProcessor.from_model_config(config)
         if args.eval_annotations:
-            metrics = _evaluate_during_training(unwrapped, args, config)
+            metrics = _evaluate_during_training(unwrapped, args, processor)
+            accelerator.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
         final_state.update({"final_loss": last_loss, "metrics": metrics, "stopped_by_time_budget": stopped_by_budget,
                             "wall_time": time.time() - start_time})  # fmt: skip
-        card = model_card(config, final_state, source, args)
-        save_final_model(unwrapped, processor, output_dir, card)
+        card = training_model_card(config, processor, final_state, args, recipe)
+        save_final_model(unwrapped, processor, output_dir, str(card))
         (output_dir / "train_results.json").write_text(json.dumps(final_state, indent=1))
         logger.info("saved the model to %s (step %d, %.1f min)", output_dir, step, (time.time() - start_time) / 60)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        from ..hub.push import push_to_hub
+
+        # the model, its processor, card and logs; not the resumable checkpoints
+        pushed = push_to_hub(output_dir, args.push_to_hub, exclude=[f"{CHECKPOINTS_DIR}/*"])
+        final_state["pushed"] = pushed.commit_url
+        logger.info("pushed to %s: %s", pushed.repo_id, pushed.commit_url)
     return final_state
 
 
-def _evaluate_during_training(model, args: TrainArguments, config) -> dict:
+def state_args(args: TrainArguments) -> dict:
+    """The run's arguments as recorded in checkpoints and reported to trackers."""
+    return {k: v for k, v in asdict(args).items() if k != "extra"}
+
+
+def training_model_card(config, processor, state: dict, args: TrainArguments, recipe: str):
+    """The output's model card: `genvis_hf.hub.build_model_card` (the converter's) with what the run was and, as
+    model-index, the final evaluation's figures (YouTube-VIS API, in %)."""
+    from ..hub.model_card import build_model_card
+
+    # -1 is the evaluator's "no ground truth in this area range": not a figure to publish
+    metrics = {k: round(100 * v, 2) for k, v in (state.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and v >= 0}  # fmt: skip
+    eval_file = Path(args.eval_annotations) if args.eval_annotations else None
+    dataset = (eval_file.parent.name if eval_file.stem == "annotations" else eval_file.stem) if eval_file else None
+    start = {"scratch": f"random weights (`--config {args.config}`)", "finetune": f"`{args.config}` (fine-tuned)",
+             "mask2former": f"Mask2Former `{args.init_from_mask2former}` (backbone, pixel decoder, frame decoder)"}[recipe]  # fmt: skip
+    schedule = f"AdamW lr {args.learning_rate:g} (backbone x{args.backbone_multiplier:g}), weight decay {args.weight_decay:g}"
+    training = {
+        "trained with": "`genvis-hf train`",
+        "initialised from": start,
+        "training data": f"`{Path(state.get('train_annotations', args.annotations)).name}` "
+                         f"({state.get('train_videos', '?')} videos, YouTube-VIS format)",
+        "frames per sample": f"{config.train_num_frames} (sampling range {config.train_frame_range})",
+        "steps": f"{state['step']} x {args.batch_size} videos"
+                 + (f" x {args.gradient_accumulation_steps} accumulated" if args.gradient_accumulation_steps > 1 else ""),
+        "optimiser": f"{schedule}, grad-norm clip {args.clip_grad_norm:g}, decay x{args.gamma:g} at steps "
+                     f"{state.get('milestones')}",
+        "trained parts": "object decoder only (freeze_detector)" if config.freeze_detector else "the whole model",
+        "gradient checkpointing": "on" if args.gradient_checkpointing else "off",
+        "wall time": f"{state.get('wall_time', state.get('elapsed', 0)) / 60:.1f} min",
+        "final training loss": f"{state.get('final_loss')}",
+    }  # fmt: skip
+    return build_model_card(
+        config, repo_id=args.push_to_hub or Path(args.output_dir).name, processor=processor, metrics=metrics or None,
+        metrics_source=f"`genvis-hf train`'s final evaluation on `{eval_file.name}`" if eval_file else None,
+        dataset=dataset, dataset_split="held-out", training=training,
+    )  # fmt: skip
+
+
+def _evaluate_during_training(model, args: TrainArguments, processor) -> dict:
     from ..data import load_ytvis
-    from ..processing.video_processing_genvis import GenVISVideoProcessor
     from .evaluate import evaluate_model
 
     was_training = model.training
     model.eval()
     source = load_ytvis(args.eval_annotations, args.eval_images, cache_dir=args.cache_dir)
-    metrics = evaluate_model(model, GenVISVideoProcessor.from_model_config(config), source)
+    metrics = evaluate_model(model, processor, source)
     logger.info("evaluation: %s", json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     model.train(was_training)
     return metrics
@@ -470,8 +561,12 @@ def add_train_command(parser: argparse.ArgumentParser):
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--images", required=True, help="folder the annotation file's frame paths are relative to")
     parser.add_argument("--annotations", required=True, help="YouTube-VIS-format training annotations JSON")
-    parser.add_argument("--config", default="tiny",
-                        help="tiny | a preset name | config.json | a save_pretrained folder (fine-tune)")
+    parser.add_argument("--config", default=None,
+                        help="tiny (default) | a preset name | config.json | a save_pretrained folder (fine-tune)")
+    parser.add_argument("--init-from-mask2former", metavar="DIR_OR_NAME", default=None,
+                        help="start from a transformers Mask2FormerForUniversalSegmentation (a directory or a Hub name, "
+                             "e.g. facebook/mask2former-swin-large-coco-instance): its backbone, pixel decoder and "
+                             "frame decoder, with a new object decoder (instead of --config)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default: fit --time-budget)")
     parser.add_argument("--time-budget", type=float, default=None,
@@ -492,6 +587,8 @@ def add_train_command(parser: argparse.ArgumentParser):
     parser.add_argument("--frame-range", type=int, default=None, help="sampling range around the reference")
     parser.add_argument("--input-size", type=int, default=None, help="test-time short edge (training: 0.8-1.2x)")
     parser.add_argument("--freeze-detector", choices=["true", "false"], default=None)
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute layer activations in the backward pass: less memory, ~15%% slower steps")
     parser.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto")
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--num-threads", type=int, default=None, help="torch threads per process on CPU")
@@ -503,10 +600,24 @@ def add_train_command(parser: argparse.ArgumentParser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report-to", nargs="+", default=[], metavar="TRACKER",
+                        help="Accelerate trackers to log to: tensorboard (event files in OUTPUT_DIR/runs), wandb, "
+                             "trackio, comet_ml, mlflow, clearml, dvclive, aim, swanlab, all, none (default)")
+    parser.add_argument("--push-to-hub", metavar="ORG/NAME", default=None,
+                        help="upload the trained model (not its checkpoints) to this Hub repo, in one commit")
 
     def handler(ns: argparse.Namespace) -> int:
+        from ..conversion.mask2former import Mask2FormerInitError
+        from ..hub.push import HubPushError
+        from .trackers import TrackerError
+
+        set_command_verbosity()
+        if ns.init_from_mask2former and ns.config:
+            print("error: give either --config or --init-from-mask2former, not both", file=sys.stderr)
+            return 2
         args = TrainArguments(
-            images=ns.images, annotations=ns.annotations, output_dir=ns.output_dir, config=ns.config,
+            images=ns.images, annotations=ns.annotations, output_dir=ns.output_dir, config=ns.config or "tiny",
+            init_from_mask2former=ns.init_from_mask2former, report_to=ns.report_to, push_to_hub=ns.push_to_hub,
             eval_images=ns.eval_images or ns.images if ns.eval_annotations else None,
             eval_annotations=ns.eval_annotations, coco_images=ns.coco_images, coco_annotations=ns.coco_annotations,
             max_steps=ns.max_steps, time_budget=ns.time_budget, batch_size=ns.batch_size,
@@ -515,12 +626,17 @@ def add_train_command(parser: argparse.ArgumentParser):
             warmup_steps=ns.warmup_steps, num_frames=ns.num_frames, frame_range=ns.frame_range,
             input_size=ns.input_size,
             freeze_detector=None if ns.freeze_detector is None else ns.freeze_detector == "true",
+            gradient_checkpointing=ns.gradient_checkpointing,
             mixed_precision=ns.mixed_precision, num_workers=ns.num_workers, num_threads=ns.num_threads,
             save_steps=ns.save_steps, save_total_limit=ns.save_total_limit, logging_steps=ns.logging_steps,
             eval_steps=ns.eval_steps, resume=ns.resume, seed=ns.seed, cache_dir=ns.cache_dir,
             progress=not ns.no_progress,
         )  # fmt: skip
-        final = train(args)
+        try:
+            final = train(args)
+        except (TrackerError, HubPushError, Mask2FormerInitError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         summary = {"step": final["step"], "final_loss": final.get("final_loss"), "output_dir": str(args.output_dir)}
         if final.get("metrics"):
             summary["metrics"] = {k: v for k, v in final["metrics"].items() if not isinstance(v, dict)}
