@@ -50,7 +50,10 @@ def child(args) -> None:
         torch.manual_seed(0)
         model = GenVISForVideoInstanceSegmentation(GenVISConfig.from_preset(args.preset))
     model = model.to(getattr(torch, args.dtype)).eval()
-    processor = GenVISVideoProcessor.from_model_config(model.config)
+    if not args.model and hasattr(GenVISVideoProcessor, "from_preset"):  # the preset's top-k (older versions: config)
+        processor = GenVISVideoProcessor.from_preset(args.preset)
+    else:
+        processor = GenVISVideoProcessor.from_model_config(model.config)
     times, instances = [], 0
     with torch.inference_mode():
         for run in range(args.runs + 1):

@@ -32,9 +32,10 @@ def workspace(tmp_path_factory):
 
 
 def test_the_readme_has_the_snippets_this_test_knows():
-    assert len(SNIPPETS) == 2
+    assert len(SNIPPETS) == 3
     assert "AutoModelForVideoInstanceSegmentation.from_pretrained" in SNIPPETS[0] and "segment_video" in SNIPPETS[0]
     assert 'pipeline("video-instance-segmentation"' in SNIPPETS[1]
+    assert "restore_reference()" in SNIPPETS[2] and "settings_override(optimize_on_eval=False)" in SNIPPETS[2]
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
@@ -48,4 +49,6 @@ def test_readme_snippet_runs_as_written(workspace, index):
         shapes = re.findall(r"torch\.Size\(\[(\d+), (\d+), \d+, \d+\]\)", completed.stdout)
         assert [int(t) for _, t in shapes] == [frames, frames], completed.stdout
         assert "'circle'" in completed.stdout  # the bundled model's class names
+    if index == 2:  # the fast path is on after from_pretrained, off under the setting
+        assert completed.stdout.split() == ["True", "False"], completed.stdout
     assert "Traceback" not in completed.stderr

@@ -125,6 +125,17 @@ class VideoSplit:
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
 
+    def close(self) -> None:
+        """End of the job: wait for every process, then tear the process group down. Left to the interpreter's exit,
+        gloo's threads are sometimes destroyed while still joinable, and the process aborts ("terminate called
+        without an active exception", exit -6) after its work is done."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
+
     def describe(self, counts: list[int], verb: str) -> str:
         """One log line: how many videos each process handled."""
         shares = ", ".join(f"process {index}: {count}" for index, count in enumerate(counts))

@@ -125,6 +125,14 @@ def run_segment(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
+        return _segment_share(args, split)
+    finally:
+        split.close()
+
+
+def _segment_share(args: argparse.Namespace, split) -> int:
+    """Segment this process's share of `args.inputs`; the exit code of the job (gathered over the processes)."""
+    try:
         names = _output_names(args.inputs)
         model, processor = load_model_and_processor(args.model, split.device(args.device))
     except (ValueError, FileNotFoundError) as error:

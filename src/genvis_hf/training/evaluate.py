@@ -152,16 +152,19 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        device = split.device(device)
-        model = GenVISForVideoInstanceSegmentation.from_pretrained(args.model).to(device).eval()
-        processor = GenVISVideoProcessor.from_pretrained(args.model)
-        with split.local_main_process_first():  # one process per machine builds the data set cache
-            source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
-        output_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
-        if split.is_main_process:  # the only writer
-            output_dir.mkdir(parents=True, exist_ok=True)
-        metrics = evaluate_model(model, processor, source, output_dir, progress=True, split=split)
-        counts = split.gather_everywhere(len(split.share(len(source))))
+        try:
+            device = split.device(device)
+            model = GenVISForVideoInstanceSegmentation.from_pretrained(args.model).to(device).eval()
+            processor = GenVISVideoProcessor.from_pretrained(args.model)
+            with split.local_main_process_first():  # one process per machine builds the data set cache
+                source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
+            output_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
+            if split.is_main_process:  # the only writer
+                output_dir.mkdir(parents=True, exist_ok=True)
+            metrics = evaluate_model(model, processor, source, output_dir, progress=True, split=split)
+            counts = split.gather_everywhere(len(split.share(len(source))))
+        finally:
+            split.close()
         if not split.is_main_process:
             return 0
         if single_process_launch_note():
