@@ -110,7 +110,7 @@ def segment_input(model, processor, source, name: str, output_dir: Path, *, thre
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .distributed import VideoSplit, single_process_launch_note
+    from .distributed import VideoSplit
 
     if args.demo:
         from .assets import demo_video_path
@@ -132,6 +132,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def _segment_share(args: argparse.Namespace, split) -> int:
     """Segment this process's share of `args.inputs`; the exit code of the job (gathered over the processes)."""
+    from .distributed import single_process_launch_note
     try:
         names = _output_names(args.inputs)
         model, processor = load_model_and_processor(args.model, split.device(args.device))

@@ -13,6 +13,7 @@ reference on a tiny input, and remembers the result, positive or negative (with 
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Callable
 
@@ -209,6 +210,8 @@ def _load_hub_kernel(device: torch.device) -> Callable:
 def _hub_device_problem(device: torch.device) -> str | None:
     if device.type != "cuda":
         return f"the Hub kernel {HUB_REPO_ID} has CUDA builds only (device is {device.type})"
+    if importlib.util.find_spec("kernels") is None:
+        return "the kernels package is not installed (pip install 'genvis_hf[kernels]')"
     if torch.version.hip is not None:
         return f"the Hub kernel {HUB_REPO_ID} is mapped for CUDA, not ROCm"
     if not torch.cuda.is_available():
