@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.messages import one_line as _one_line
+
 
 class HubPushError(RuntimeError):
     """The push did not happen (or did not complete); the message says why in one line."""
@@ -53,10 +55,6 @@ def check_push_possible(repo_id: str, token: str | None = None) -> str:
         )
     return token
 
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
 
 
 def push_to_hub(

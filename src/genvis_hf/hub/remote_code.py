@@ -38,6 +38,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..utils.messages import one_line as _one_line
+
 PACKAGE = "genvis_hf"
 OVERRIDES_DIR = Path(__file__).resolve().parent / "remote_code_overrides"
 
@@ -390,10 +392,6 @@ def remote_classes(model_dir: str | Path) -> Iterator[dict[str, type]]:
         for name in [name for name in sys.modules if name == package or name.startswith(package + ".")]:
             del sys.modules[name]
 
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
 
 
 def validate_remote_code(model_dir: str | Path, num_frames: int = 2) -> None:
