@@ -1,13 +1,18 @@
 """`genvis-hf` command line: one sub-command per job, each defined next to the code it drives.
 
 Only the chosen sub-command's module is imported, so `genvis-hf score` does not pay for torch.
+
+SIGTERM (what `timeout`, `kill` and `docker stop` send) stops a command as Ctrl-C does: its cleanup runs (no temporary or
+partial file is left) and it exits with code 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 # name -> ("module:function", one-line help); the function fills the sub-parser and returns the handler.
 _COMMANDS = {
@@ -19,6 +24,15 @@ _COMMANDS = {
     "make-synthetic": ("genvis_hf.data.synthetic:add_make_synthetic_command",
                        "write a synthetic YouTube-VIS-format data set of moving shapes"),
 }
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM: unwinds like KeyboardInterrupt, so cleanup code runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM during the cleanup ends the process at once
+    raise Terminated(128 + signum)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -41,7 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command if command in _COMMANDS else None).parse_args(argv)
-    return int(args.handler(args) or 0)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return int(args.handler(args) or 0)
+    except Terminated as stop:
+        print(f"genvis-hf {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return int(stop.code)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from ..utils.files import PendingFile
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -247,10 +248,11 @@ def _reason(error: BaseException) -> str:
 
 
 class AtomicOutput:
-    """A file written under a temporary name in the destination's directory and renamed when closed cleanly.
+    """A file written without a name in the destination's directory and given its name when closed cleanly.
 
-    `with AtomicOutput(path) as temp_path: ...write temp_path...`: on an exception the temporary file is removed
-    and `path` is untouched; a previous file at `path` is replaced only on success.
+    `with AtomicOutput(path) as temp_path: ...write temp_path...`: on an exception nothing is left and `path` is
+    untouched; a previous file at `path` is replaced only on success. If the process is killed (even by SIGKILL)
+    while writing, the kernel reclaims the unnamed file (`genvis_hf.utils.files.PendingFile`).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -258,18 +260,15 @@ class AtomicOutput:
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}",
-                                        dir=self.path.parent)  # fmt: skip
-        os.close(handle)
-        self.temp = Path(name)
+        self.pending = PendingFile(self.path.parent, name_hint=self.path.stem, suffix=self.path.suffix)
+        self.temp = self.pending.path
         return self.temp
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            os.chmod(self.temp, 0o644)
-            os.replace(self.temp, self.path)
+            self.pending.publish(self.path)
         else:
-            self.temp.unlink(missing_ok=True)
+            self.pending.discard()
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
