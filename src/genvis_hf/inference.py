@@ -89,7 +89,8 @@ class _FeatureSpill:
     reclaims its space when it is closed or the process dies, SIGKILL included."""
 
     def __init__(self, directory: str | None):
-        self.file = tempfile.TemporaryFile(prefix="genvis-mask-features-", suffix=".f32", dir=directory)  # noqa: SIM115 - closed by close()
+        # not a `with` block: the file lives as long as the spill (closed by close())
+        self.file = tempfile.TemporaryFile(prefix="genvis-mask-features-", suffix=".f32", dir=directory)  # noqa: SIM115
         self.frame_shape: tuple[int, ...] | None = None
         self.frames = 0
 

@@ -53,7 +53,7 @@ def add_segment_command(parser: argparse.ArgumentParser):
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--clip-length", type=int, help="frames per clip (1 online, 3 semi-online; default: model's)")
     parser.add_argument("--max-frames", type=int, help="segment only the first N frames")
-    parser.add_argument("--fps", type=float, help="overlay frame rate (default: the source's, else 10)")
+    parser.add_argument("--fps", type=float, help="overlay frame rate (default: the source's frame timing, else 10)")
     parser.add_argument("--threshold", type=float, default=0.0, help="keep instances scoring above this")
     parser.add_argument("--top-k", type=int, help="instances per video (default: the model's test_topk)")
     parser.add_argument("--overlay-threshold", type=float, default=0.5, help="draw instances scoring at least this")
@@ -107,8 +107,9 @@ def run_segment(args: argparse.Namespace) -> int:
                 formats = [".mp4"] + ([".gif"] if args.gif else [])
                 for suffix in formats:
                     frames = VideoReader(source, max_frames=result.num_frames, allow_truncated=True)
+                    timing = None if args.fps else frames.frame_times  # the source's own (maybe variable) timing
                     path = write_video(args.output_dir / f"{name}{suffix}", overlay_video(frames, result,
-                                       args.overlay_threshold), fps=fps)  # fmt: skip
+                                       args.overlay_threshold), fps=fps, timestamps=timing)  # fmt: skip
                     written.append(path)
             flag = " (truncated source: decodable part only)" if result.truncated else ""
             print(f"{source}: {result.num_frames} frames, {len(result)} instances -> "
