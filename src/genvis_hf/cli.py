@@ -2,7 +2,8 @@
 
 Only the chosen sub-command's module is imported, so `genvis-hf score` does not pay for torch.
 
-SIGTERM (what `timeout`, `kill` and `docker stop` send) stops a command as Ctrl-C does: its cleanup runs (no temporary or
+A bad option is one line (`genvis-hf COMMAND: error: argument --top-k: ...`, exit code 2). SIGTERM (what
+`timeout`, `kill` and `docker stop` send) stops a command as Ctrl-C does: its cleanup runs (no temporary or
 partial file is left) and it exits with code 143.
 """
 
@@ -26,6 +27,13 @@ _COMMANDS = {
 }
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block): `PROG: error: MESSAGE`, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class Terminated(SystemExit):
     """Raised in the main thread by SIGTERM: unwinds like KeyboardInterrupt, so cleanup code runs."""
 
@@ -37,7 +45,7 @@ def _raise_terminated(signum, frame) -> None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; when `command` is given, that sub-command's arguments are loaded."""
-    parser = argparse.ArgumentParser(prog="genvis-hf", description="GenVIS video instance segmentation")
+    parser = _OneLineErrorParser(prog="genvis-hf", description="GenVIS video instance segmentation")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, help_text) in _COMMANDS.items():
         subparser = subparsers.add_parser(name, help=help_text)
