@@ -144,3 +144,26 @@ def test_variable_frame_rate_timing_is_kept(tmp_path):
     constant = VideoReader(write_video(tmp_path / "cfr.mp4", iter(frames), fps=4.0))
     list(constant)
     np.testing.assert_allclose(constant.frame_times, np.arange(12) / 4.0, atol=1e-3)
+
+
+def test_sixteen_bit_frames_read_as_their_eight_bit_values(tmp_path, tree_frames):
+    """PIL's convert("RGB") clips 16-bit grayscale to 255 (the frames read all white); they must read as the
+    8-bit frames they encode, in a frames folder and as training frames."""
+    from genvis_hf.data.dataset import read_frame
+
+    gray = tree_frames[:3, :, :, 1]
+    (tmp_path / "gray8").mkdir()
+    (tmp_path / "gray16").mkdir()
+    for index, frame in enumerate(gray):
+        Image.fromarray(frame).save(tmp_path / "gray8" / f"{index}.png")
+        Image.fromarray(frame.astype(np.uint16) * 257).save(tmp_path / "gray16" / f"{index}.png")
+    with Image.open(tmp_path / "gray16" / "0.png") as image:
+        assert image.mode == "I;16"
+    expected = np.repeat(gray[..., None], 3, axis=-1)
+    assert np.array_equal(read_video(tmp_path / "gray16"), expected)
+    assert np.array_equal(read_video(tmp_path / "gray8"), expected)
+    assert np.array_equal(read_frame(str(tmp_path / "gray16" / "1.png")), expected[1])
+    floats = Image.fromarray(gray[0].astype(np.float32) / 255)  # mode F, 0-1
+    assert np.abs(read_video([floats]).astype(np.float32) - expected[:1]).max() < 1e-3
+    with pytest.raises(VideoInputError, match="float pixels outside 0..255"):
+        read_video([np.full((4, 4, 3), 300.0, np.float32)])

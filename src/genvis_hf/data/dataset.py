@@ -11,17 +11,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
+from ..processing.video_io import read_image
 from ..processing.video_processing_genvis import resize_video, resized_shape
 from .transforms import ClipAugmentation, sample_frame_indices
 from .ytvis import VideoDataset, decode_segmentation
 
 
 def read_frame(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """A frame file as RGB uint8 `[H, W, 3]` (16-bit and other modes brought to 8 bits: `image_to_rgb`); raises
+    `VideoInputError` naming the file when it cannot be read."""
+    frame = read_image(path)
+    return frame if frame.dtype == np.uint8 else np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
 
 def _instance_masks(row: dict, frame_indices: list[int], keep: list[int]) -> torch.Tensor:

@@ -4,7 +4,10 @@ Sources: a video file (decoded frame by frame with PyAV, never whole), a directo
 order of file names), or in-memory frames (an array / tensor `[T, H, W, C]` or `[T, C, H, W]`, or a list of
 PIL images, arrays or tensors, HWC or CHW). Every frame comes out as an RGB `[H, W, 3]` array: uint8, or
 float32 on the 0-255 scale (float input whose values are all <= 1 is taken as 0-1 and scaled by 255).
-Grayscale frames are repeated to RGB, RGBA frames lose their alpha channel.
+Grayscale frames are repeated to RGB, RGBA frames lose their alpha channel. Image files of any bit depth
+PIL reads are brought to 8 bits: 16-bit grayscale (PIL modes `I;16*` and `I`) is divided by 257 (PIL's own
+`convert("RGB")` clips it, so a 16-bit frame would read as all white), 16-bit RGB(A) is reduced by PIL, float
+images (`F`) follow the float rule above.
 
 Bad input raises `VideoInputError` with one line naming the source and the frame. Behaviour on damage:
 - a decoding error mid-file is an error naming the last good frame;
@@ -49,10 +52,38 @@ def video_name(source: str | os.PathLike) -> str:
     return path.stem if path.is_file() else Path(os.path.abspath(path)).name
 
 
+def image_to_rgb(image: Image.Image, where: str) -> np.ndarray:
+    """A PIL image of any mode -> RGB `[H, W, 3]` uint8 (float32 0-255 for float images); see the module doc."""
+    if image.mode in ("RGB", "RGBA", "L"):
+        return to_rgb_frame(np.asarray(image), where)
+    if image.mode == "I" or image.mode.startswith("I;16"):  # 16-bit grayscale (mode I: 32-bit integers)
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise VideoInputError(f"{where}: integer pixels outside 0..65535 ({values.min()}..{values.max()})")
+        return to_rgb_frame(np.round(values / 257.0).astype(np.uint8), where)
+    if image.mode == "F":
+        return to_rgb_frame(np.asarray(image, dtype=np.float32), where)
+    return to_rgb_frame(np.asarray(image.convert("RGB")), where)
+
+
+def read_image(path: str | os.PathLike, where: str | None = None) -> np.ndarray:
+    """An image file as RGB `[H, W, 3]` (see `image_to_rgb`); `VideoInputError` naming the file when it cannot
+    be read (missing, not an image, truncated)."""
+    where = where or str(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image_to_rgb(image, where)
+    except VideoInputError:
+        raise
+    except Exception as error:  # OSError (missing, truncated), PIL.UnidentifiedImageError, decoder errors
+        raise VideoInputError(f"{where} could not be read ({_reason(error)})") from error
+
+
 def to_rgb_frame(frame: Any, where: str) -> np.ndarray:
     """One frame -> RGB `[H, W, 3]` uint8 or float32 (0-255). `where` names it in errors ("clip.mp4 frame 3")."""
     if isinstance(frame, Image.Image):
-        return np.asarray(frame.convert("RGB"))
+        return image_to_rgb(frame, where)
     array = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -80,6 +111,8 @@ def to_rgb_frame(frame: Any, where: str) -> np.ndarray:
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise VideoInputError(f"{where}: non-finite pixel values")
+    if array.min() < 0 or array.max() > 255:
+        raise VideoInputError(f"{where}: float pixels outside 0..255 ({array.min():g}..{array.max():g})")
     return array * 255.0 if array.max() <= 1.0 else array
 
 
@@ -238,12 +271,7 @@ class VideoReader:
                 yield frame, f"{self.path} frame {index}"
         elif self.kind == "directory":
             for index, file in enumerate(self._files):
-                try:
-                    with Image.open(file) as image:
-                        image.load()
-                        frame = image.convert("RGB") if image.mode not in ("RGB", "L", "RGBA") else image.copy()
-                except Exception as error:
-                    raise VideoInputError(f"{file}: frame {index} could not be read ({_reason(error)})") from error
+                frame = read_image(file, where=f"{file}: frame {index}")
                 yield frame, f"{file} (frame {index})"
         else:
             source = self.source
