@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..evaluation.errors import YTVISFormatError
 from ..processing.video_io import read_image
 from ..processing.video_processing_genvis import resize_video, resized_shape
+from ..utils.messages import one_line
 from .transforms import ClipAugmentation, sample_frame_indices
 from .ytvis import VideoDataset, decode_segmentation
 
@@ -32,7 +34,13 @@ def _instance_masks(row: dict, frame_indices: list[int], keep: list[int]) -> tor
     for n, instance in enumerate(keep):
         segmentations = row["segmentations"][instance]
         for t, frame in enumerate(frame_indices):
-            masks[n, t] = decode_segmentation(segmentations[frame], height, width)
+            try:
+                masks[n, t] = decode_segmentation(segmentations[frame], height, width)
+            except Exception as error:  # pycocotools and json raise several types on a malformed segmentation
+                raise YTVISFormatError(
+                    f"video {row['video_id']}, annotation {row['instance_ids'][instance]}, frame {frame}: unusable "
+                    f"segmentation ({one_line(error, 200)})"
+                ) from error
     return torch.from_numpy(masks)
 
 
