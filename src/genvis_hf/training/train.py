@@ -269,7 +269,7 @@ def save_final_model(model, processor, output_dir: Path, card_text: str) -> None
     """`save_pretrained` model + processor + README.md into `output_dir`, each file written under a temporary
     folder first and renamed into place (config.json last, so a folder with a config is always complete). Files
     get the permissions of a new file (0644 under umask 022; transformers writes model.safetensors 0600)."""
-    from ..utils.files import file_mode, owned_name
+    from ..utils.files import owned_name, set_file_modes
 
     tmp = output_dir / owned_name(FINAL_TMP_PREFIX)
     tmp.mkdir(parents=True)
@@ -277,11 +277,10 @@ def save_final_model(model, processor, output_dir: Path, card_text: str) -> None
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "README.md").write_text(card_text)
+        set_file_modes(tmp)
         names = sorted(p.name for p in tmp.iterdir())
         names.sort(key=lambda n: n == "config.json")
         for name in names:
-            if (tmp / name).is_file():
-                os.chmod(tmp / name, file_mode())
             os.replace(tmp / name, output_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,8 @@
   `PendingFile` in that folder removes once the process that made it is gone.
 - `owned_name(prefix)` / `remove_abandoned(directory, prefix)`: temporary folders (conversion staging, training
   checkpoints in progress) named after the process that makes them, and their removal once that process is dead.
-- `file_mode()`: the mode a new file gets from the umask (0644 under the usual 022): what published files carry.
+- `file_mode()` / `set_file_modes(folder)`: the mode a new file gets from the umask (0644 under the usual 022):
+  what published files carry.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def set_file_modes(folder: str | os.PathLike) -> None:
+    """Give every file directly in `folder` the permissions of a new file (`file_mode()`): what a folder written
+    through temporary files (0600, e.g. transformers' model.safetensors) needs before it is published."""
+    mode = file_mode()
+    for entry in Path(folder).iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, mode)
 
 
 def owned_name(prefix: str) -> str:
