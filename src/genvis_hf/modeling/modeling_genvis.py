@@ -28,6 +28,7 @@ from .backbone_resnet import ConvFrozenBN, GenVISResNetBackbone
 from .backbone_swin import GenVISSwinBackbone, SwinMlp, SwinPatchMerging, SwinWindowAttention, relative_position_index
 from .deformable_attention import MultiScaleDeformableAttention, resolve_backend
 from .frame_decoder import GenVISFrameDecoder
+from .input_checks import check_pixel_inputs
 from .layers import FrozenBatchNorm2d, GenVISAttention
 from .object_decoder import ClipMemory, GenVISObjectDecoder, ObjectDecoderOutput
 from .pixel_decoder import GenVISPixelDecoder, PixelDecoderOutput
@@ -623,6 +624,7 @@ class GenVISModel(GenVISPreTrainedModel):
                         output_loss_inputs: bool = False, clip_length: int | None = None):  # fmt: skip
         """The batch forward: `(GenVISModelOutput, loss_inputs)`; `loss_inputs` (with `output_loss_inputs`) is one
         `(member video indices, per-clip ClipOutputs, (length, padded height, padded width))` per group."""
+        check_pixel_inputs(pixel_values, pixel_mask)  # empty batch, NaN pixels, padded batch without a mask
         if pixel_values.dim() == 4:
             pixel_values = pixel_values.unsqueeze(0)
             pixel_mask = pixel_mask.unsqueeze(0) if pixel_mask is not None else None
