@@ -83,6 +83,8 @@ def check_ytvis(data: Any, path: str, images_dir: str) -> None:
         item = f"annotations[{index}]"
         _require(isinstance(annotation, Mapping), path, item, "expected a JSON object")
         item = f"annotations[{index}] (id={annotation.get('id')})"
+        _require(_is_int(annotation.get("id")), path, item, "needs an integer 'id'")
+        _require(annotation.get("iscrowd", 0) in (0, 1), path, item, "'iscrowd' must be 0 or 1")
         _require(annotation.get("video_id") in lengths, path, item,
                  f"unknown video_id {annotation.get('video_id')!r}")  # fmt: skip
         _require(annotation.get("category_id") in category_ids, path, item,
@@ -114,6 +116,9 @@ def check_coco(data: Any, path: str, images_dir: str) -> None:
         item = f"annotations[{index}] (id={annotation.get('id') if isinstance(annotation, Mapping) else None})"
         _require(isinstance(annotation, Mapping) and annotation.get("image_id") in ids, path, item,
                  "unknown or missing image_id")  # fmt: skip
+        _require(_is_int(annotation.get("id")), path, item, "needs an integer 'id'")
+        _require(annotation.get("iscrowd", 0) in (0, 1), path, item, "'iscrowd' must be 0 or 1")
+        _require("segmentation" in annotation, path, item, "needs a 'segmentation'")
         _require(annotation.get("category_id") in category_ids, path, item,
                  f"unknown category_id {annotation.get('category_id')!r}")  # fmt: skip
     _check_files(files, path)

@@ -200,7 +200,7 @@ class VideoReader:
         file_size = self.path.stat().st_size
         with container:
             stream = container.streams.video[0]
-            last_pts, index, cut = None, 0, False
+            last_pts, index, cut_pts = None, 0, set()
             self.frame_times.clear()  # in place: a consumer may hold the list (see write_video)
             packets = container.demux(stream)
             while True:
@@ -222,21 +222,21 @@ class VideoReader:
                         ) from error
                     frames = []
                 if cut_here:
-                    cut = True
+                    cut_pts.add(packet.pts)
                     if not self.allow_truncated:
                         raise VideoInputError(
                             f"{self.path}: the file ends inside the data of frame {index}: it looks truncated "
                             "(allow_truncated=True / --allow-truncated segments the decodable part)"
                         )
-                    # the frame of the cut packet is incomplete; frames it released from the decoder's queue are not
-                    frames = [frame for frame in frames if frame.pts is not None and frame.pts != packet.pts]
+                if cut_pts:  # the cut packet's frame is incomplete, also when the decoder releases it later
+                    frames = [frame for frame in frames if frame.pts is not None and frame.pts not in cut_pts]
                 for frame in frames:
                     if frame.pts is not None:
                         last_pts = frame.pts if last_pts is None else max(last_pts, frame.pts)
                     self.frame_times.append(None if frame.time is None else float(frame.time))
                     yield frame.to_ndarray(format="rgb24")
                     index += 1
-            truncated = cut or (bool(index) and self._looks_truncated(stream, last_pts))
+            truncated = bool(cut_pts) or (bool(index) and self._looks_truncated(stream, last_pts))
             if truncated and index and not self.allow_truncated:
                 raise VideoInputError(
                     f"{self.path}: ends after frame {index - 1} ({self._seconds(stream, last_pts):.2f} s) but its header "
