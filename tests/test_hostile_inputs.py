@@ -203,6 +203,11 @@ TRAIN_RULES = {
     "--weight-decay": lambda v: math.isfinite(v) and v >= 0,
     "--time-budget": lambda v: math.isfinite(v) and v > 0,
 }
+MAKE_SYNTHETIC_RULES = {option: lambda v: isinstance(v, int) and v >= 1
+                        for option in ("--videos", "--height", "--width", "--min-frames", "--max-frames")}  # fmt: skip
+RULES = {"segment": (SEGMENT_RULES, ["x.mp4", "--output-dir", "out"]),
+         "train": (TRAIN_RULES, ["--images", "i", "--annotations", "a.json", "--output-dir", "out"]),
+         "make-synthetic": (MAKE_SYNTHETIC_RULES, ["out"])}  # fmt: skip
 
 
 def _parse(command: str, arguments: list[str]):
@@ -218,12 +223,10 @@ def _parse(command: str, arguments: list[str]):
 
 
 @MANY
-@given(command=st.sampled_from(["segment", "train"]), data=st.data(), text=_text(NUMBERS))
+@given(command=st.sampled_from(sorted(RULES)), data=st.data(), text=_text(NUMBERS))
 def test_random_option_values_are_accepted_in_range_or_refused_in_one_line(command, data, text):
-    rules = SEGMENT_RULES if command == "segment" else TRAIN_RULES
+    rules, required = RULES[command]
     option = data.draw(st.sampled_from(sorted(rules)))
-    required = ["x.mp4", "--output-dir", "out"] if command == "segment" else [
-        "--images", "i", "--annotations", "a.json", "--output-dir", "out"]  # fmt: skip
     args, error = _parse(command, [*required, f"{option}={text}"])
     if args is None:
         assert option in error

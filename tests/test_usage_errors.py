@@ -51,7 +51,8 @@ def test_unavailable_device_is_a_usage_error(tmp_path, capsys):
         pytest.skip("this machine has CUDA: a missing device cannot be shown")
     with pytest.raises(SystemExit) as stop:
         main(["segment", DEMO, "--output-dir", str(tmp_path), "--device", "cuda"])
-    assert stop.value.code == 2 and "'cuda': this machine (or this torch build) has no cuda device" in _one_error_line(capsys)
+    assert stop.value.code == 2
+    assert "'cuda': this machine (or this torch build) has no cuda device" in _one_error_line(capsys)
 
 
 def test_output_dir_that_is_a_file_is_found_before_segmenting(tmp_path, capsys, monkeypatch):
@@ -141,3 +142,13 @@ def test_damaged_model_folders_are_one_line_errors(tmp_path, capsys, damage, exp
 def test_config_rejects_sizes_out_of_range(field, value):
     with pytest.raises(ValueError, match=rf"^{field} must be an integer >= 1, got {value!r}$"):
         GenVISConfig(**{field: value})
+
+
+def test_make_synthetic_checks_its_frame_range_and_output(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["make-synthetic", str(tmp_path / "afile"), "--videos", "1"]) == 2
+    expected = f"error: OUTPUT_DIR {tmp_path / 'afile'}: exists and is not a folder"
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert main(["make-synthetic", str(tmp_path / "set"), "--min-frames", "5", "--max-frames", "2"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: --min-frames 5 is more than --max-frames 2"]
+    assert not (tmp_path / "set").exists()
