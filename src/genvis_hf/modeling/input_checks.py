@@ -38,8 +38,8 @@ def check_pixel_inputs(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | No
     """
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"pixel_values must be a tensor, got {type(pixel_values).__name__}")
-    if pixel_values.dim() not in (4, 5):
-        return
+    if pixel_values.dim() not in (4, 5) or pixel_values.shape[-3] != 3:
+        return  # not [B, T, 3, H, W]: the caller says so
     video = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(0)
     shape = tuple(pixel_values.shape)
     for size, what in zip(video.shape, ("no videos (batch size 0)", "no frames", None, "frames of height 0",
@@ -54,7 +54,11 @@ def check_pixel_inputs(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | No
         )
     if pixel_mask is None and _has_zero_border(video):
         valid = (video != 0).any(dim=2)  # [B, T, H, W]; only computed when a border is zero (rare)
-        sizes = ", ".join(f"video {b}: {'x'.join(map(str, _content_extent(valid[b])))}" for b in range(len(video)))
+        extents = [_content_extent(valid[b]) for b in range(len(video))]
+        full = (video.shape[1], video.shape[3], video.shape[4])
+        if all(extent in (full, (0, 0, 0)) for extent in extents):
+            return  # all-zero videos (a test pattern, a blank clip): nothing tells padding from content
+        sizes = ", ".join(f"video {b}: {'x'.join(map(str, extent))}" for b, extent in enumerate(extents))
         warnings.warn(
             f"pixel_values looks zero-padded (frames x rows x columns up to the last non-zero one: {sizes}; tensor "
             f"{video.shape[1]}x{video.shape[3]}x{video.shape[4]}) but no pixel_mask was given: the padding is "
