@@ -8,12 +8,14 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT
+
 from genvis_hf import GenVISConfig, GenVISModel
+from genvis_hf.cli import main
 from genvis_hf.configuration.presets import PRESETS
 from genvis_hf.conversion import ConversionError, convert_checkpoint, convert_state_dict
 from genvis_hf.conversion.key_map import DROPPED_KEYS, key_rules, map_key
+from genvis_hf.utils.files import file_mode
 
 # Each preset against the key list of its real checkpoint. Semi-online and YouTube-VIS 2021 models have the
 # same keys as their YouTube-VIS 2019 twin (REFERENCE.md); Swin-L OVIS differs from Swin-L YouTube-VIS 2019
@@ -136,9 +138,54 @@ def test_existing_output_is_kept_unless_overwrite(fixture_checkpoint, tmp_path):
     with pytest.raises(ConversionError, match="already exists"):
         convert_checkpoint(checkpoint, output, original_config=config, verify=False)
     assert (output / "keep.txt").read_text() == "user data"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    (tmp_path / f".out.tmp-{int(dead.stdout)}-0a0b").mkdir()  # staging of a conversion killed with SIGKILL
     convert_checkpoint(checkpoint, output, original_config=config, verify=False, overwrite=True)
     assert sorted(p.name for p in output.iterdir()) == ["README.md", "config.json", "model.safetensors",
                                                       "video_preprocessor_config.json"]
+    # published with the permissions of a new file: transformers writes model.safetensors 0600
+    assert {p.name: p.stat().st_mode & 0o777 for p in output.iterdir()} == dict.fromkeys(
+        ["README.md", "config.json", "model.safetensors", "video_preprocessor_config.json"], file_mode()
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_final.pth", "out"]
+
+
+def test_existing_output_is_found_before_converting(tmp_path, monkeypatch, capsys):
+    import genvis_hf.conversion.convert as convert_module
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted before checking the output folder")
+
+    monkeypatch.setattr(convert_module, "convert_checkpoint", no_conversion)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "file").write_text("x")
+    checkpoint = str(tmp_path / "file")
+    assert main(["convert", "--checkpoint", checkpoint, "--preset", "genvis-r50-ytvis19", "--output",
+                 str(tmp_path / "out")]) == 2  # fmt: skip
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --output {tmp_path / 'out'}: already exists (pass --overwrite to replace it)"
+    ]
+    assert main(["convert", "--checkpoint", checkpoint, "--preset", "genvis-r50-ytvis19", "--output",
+                 str(tmp_path / "file")]) == 2  # fmt: skip
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_preset_mismatch_is_summarised_in_one_line(fixtures_dir, tmp_path, capsys):
+    """The R-50 fixture checkpoint with a Swin-L preset: 1,262 offending keys. The error is one line with the
+    counts, the first keys and a hint; --verbose adds the full list."""
+    arguments = ["convert", "--checkpoint", str(fixtures_dir / "r50_online" / "model_final.pth"), "--preset",
+                 "genvis-swinl-ytvis19", "--output", str(tmp_path / "out"), "--no-verify"]  # fmt: skip
+    assert main(arguments) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: checkpoint does not match the model config: 265 unmapped checkpoint keys "
+                           "(backbone.stem.conv1.weight, ")  # fmt: skip
+    assert ", 201 shape mismatches (" in line and ", 796 model keys missing from the checkpoint (" in line
+    assert line.endswith("; the checkpoint has a resnet backbone, the config a swin one (--verbose lists every key)")
+    assert main([*arguments, "--verbose"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == line and len(lines) == 1 + 3 + 265 + 201 + 796
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_unknown_preset_and_missing_checkpoint_are_one_line_errors(tmp_path):
@@ -147,7 +194,7 @@ def test_unknown_preset_and_missing_checkpoint_are_one_line_errors(tmp_path):
     assert completed.returncode == 1 and "checkpoint not found" in completed.stderr
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     completed = _run_script("--checkpoint", str(tmp_path / "garbage.pth"), "--preset", "genvis-r50-nope")
-    assert completed.returncode == 1 and "Unknown GenVIS preset" in completed.stderr
+    assert completed.returncode == 2 and "--preset: Unknown GenVIS preset" in completed.stderr  # a usage error
     assert "Traceback" not in completed.stderr
 
 

@@ -178,7 +178,7 @@ def test_install_rejects_bad_names(hub):
     for bad in ("a/b/c", "bad name", "-x-/y"):
         with pytest.raises(CacheInstallError, match="invalid repo id"):
             install_to_cache(hub["plain"], bad, cache_dir=hub["root"] / "unused")
-    assert main(["convert", "--checkpoint", str(CHECKPOINT), "--config", str(CONFIG_YAML), "--install"]) == 1
+    assert main(["convert", "--checkpoint", str(CHECKPOINT), "--config", str(CONFIG_YAML), "--install"]) == 2
 
 
 # ------------------------------------------------------------------------------------- offline by name

@@ -15,7 +15,7 @@ from transformers import pipeline
 from conftest import REPO_ROOT, shared_dir, tiny_config_kwargs
 from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation, GenVISVideoProcessor, decode_masks
 from genvis_hf.inference import segment_video
-from genvis_hf.processing.video_io import read_video
+from genvis_hf.processing.video_io import VideoReader, read_video
 
 TREE = shared_dir() / "data" / "videos" / "tree.avi"  # 68 frames, 240x320
 
@@ -109,8 +109,12 @@ def test_command_line_writes_results_and_overlays(tiny_model_dir, tmp_path):
     assert set(entry) == {"video_id", "category_id", "label", "score", "segmentations"}
     assert entry["video_id"] == "tree" and len(entry["segmentations"]) == 9
     assert entry["segmentations"][0]["size"] == [240, 320]
-    overlay = read_video(out / "tree.mp4")
+    overlay_reader = VideoReader(out / "tree.mp4")
+    overlay = np.stack(list(overlay_reader))
     assert overlay.shape == (9, 240, 320, 3)
+    source_reader = VideoReader(TREE, max_frames=9)
+    list(source_reader)  # tree.avi has a variable frame rate: the overlay keeps each frame's time
+    np.testing.assert_allclose(overlay_reader.frame_times, source_reader.frame_times[:9], atol=1e-3)
     original = read_video(TREE, max_frames=9).astype(int)
     assert np.abs(overlay.astype(int) - original).mean() > 1.0  # instances were drawn
 

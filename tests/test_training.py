@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from genvis_hf.data import (
 )
 from genvis_hf.training.hf_trainer import make_compute_metrics, trainer_arguments
 from genvis_hf.training.optim import parameter_groups, warmup_multistep_factor
+from genvis_hf.utils.files import file_mode
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +122,8 @@ def test_sigkill_after_a_checkpoint_resumes_with_the_same_data_and_losses(tiny_s
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert not (killed_dir / "config.json").exists()  # it died before the end
+    # What a kill between writing a checkpoint's state file and its rename leaves: resume ignores and removes it
+    shutil.copytree(checkpoint.parent, killed_dir / "checkpoints" / "step_5.tmp", dirs_exist_ok=True)
 
     resumed = _cli(*common, "--output-dir", str(killed_dir), "--resume")
     out_resumed, out_reference = resumed.communicate(timeout=300)[0], reference.communicate(timeout=300)[0]
@@ -134,4 +138,8 @@ def test_sigkill_after_a_checkpoint_resumes_with_the_same_data_and_losses(tiny_s
     summary = json.loads(out_resumed.strip().splitlines()[-1])
     assert summary["step"] == 6
     assert (killed_dir / "model.safetensors").is_file() and (killed_dir / "README.md").is_file()
+    assert "step_5.tmp, left by a run killed while saving" in out_resumed
+    assert sorted(p.name for p in (killed_dir / "checkpoints").iterdir()) == ["step_3", "step_6"]
+    for name in ("model.safetensors", "config.json"):  # transformers writes the weights 0600: published 0644
+        assert (killed_dir / name).stat().st_mode & 0o777 == file_mode(), name
     assert "| training data | `annotations.json` (3 videos" in (killed_dir / "README.md").read_text()

@@ -9,7 +9,8 @@
 
 Why a spill file: the instances to keep are only known after the last clip, and their masks need every
 frame's mask features. The original keeps all of them in (GPU) memory, so its memory grows with the video;
-here memory stays flat and the features go to disk (`mask_dim x H/4 x W/4` float32 per frame, deleted at the end).
+here memory stays flat and the features go to disk (`mask_dim x H/4 x W/4` float32 per frame, in a file without a
+name, freed at the end or when the process dies).
 """
 
 from __future__ import annotations
@@ -83,11 +84,14 @@ class VideoSegmentation:
 
 
 class _FeatureSpill:
-    """Append-only float32 store of per-frame mask features in a temporary file, read back by frame range."""
+    """Append-only float32 store of per-frame mask features in a temporary file, read back by frame range.
+
+    The file has no name (`tempfile.TemporaryFile`: O_TMPFILE, or unlinked as soon as created), so the OS
+    reclaims its space when it is closed or the process dies, SIGKILL included."""
 
     def __init__(self, directory: str | None):
-        handle, self.path = tempfile.mkstemp(prefix="genvis-mask-features-", suffix=".f32", dir=directory)
-        self.file = os.fdopen(handle, "w+b")
+        # not a `with` block: the file lives as long as the spill (closed by close())
+        self.file = tempfile.TemporaryFile(prefix="genvis-mask-features-", suffix=".f32", dir=directory)  # noqa: SIM115
         self.frame_shape: tuple[int, ...] | None = None
         self.frames = 0
 
@@ -107,7 +111,6 @@ class _FeatureSpill:
 
     def close(self) -> None:
         self.file.close()
-        os.unlink(self.path)
 
 
 @torch.no_grad()

@@ -3,8 +3,11 @@
 For each input `NAME` (file stem or directory name) it writes `OUT/NAME.json`: a list of YouTube-VIS result
 entries (`video_id` = NAME, `category_id` = label + 1, `score`, `segmentations` = per-frame COCO RLE) with the
 class name under `label`; with `--overlay`, `OUT/NAME.mp4` (and `OUT/NAME.gif` with `--gif`). Every file is
-written under a temporary name and renamed when complete. A bad input is reported on one line and the others
-are still processed; the exit code is 1 if any input failed.
+written without a name and named when complete, so nothing partial is left, even by a killed process. Options,
+the output folder and the model are checked before any video is read (exit code 2 for a bad option or output
+folder, 1 for a model that cannot be loaded). A bad input is reported on one line and the others are still
+processed; the exit code is 1 if any input failed. Under `accelerate launch` each process segments its share of the
+inputs (`genvis_hf.distributed`, docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -22,26 +25,25 @@ def bundled_model_dir() -> Path:
 
 
 def load_model_and_processor(model: str | None, device: str = "cpu"):
-    """A GenVIS model + processor from a directory, an installed name (HF cache), or the bundled model."""
-    from transformers import AutoVideoProcessor
+    """A GenVIS model + processor from a directory, an installed name (HF cache), or the bundled model; raises
+    `genvis_hf.model_loading.ModelLoadError` (one line) when it cannot be used."""
+    from .model_loading import ModelLoadError
+    from .model_loading import load_model_and_processor as load_checked
 
-    from .auto import AutoModelForVideoInstanceSegmentation
-
-    source = model or str(bundled_model_dir())
     if model is None and not bundled_model_dir().is_dir():
-        raise FileNotFoundError("no --model given and no bundled model in this installation")
-    try:
-        loaded = AutoModelForVideoInstanceSegmentation.from_pretrained(source)
-        processor = AutoVideoProcessor.from_pretrained(source)
-    except OSError as error:
-        raise FileNotFoundError(
-            f"{source}: not a model directory or an installed model name (convert a released checkpoint "
-            f"with `genvis-hf convert --checkpoint FILE --preset NAME --install`) [{str(error).splitlines()[0]}]"
-        ) from error
-    return loaded.to(device).eval(), processor
+        raise ModelLoadError("no --model given and no bundled model in this installation")
+    return load_checked(model or str(bundled_model_dir()), device)
 
 
 def add_segment_command(parser: argparse.ArgumentParser):
+    from .utils.cli_checks import (
+        positive_float,
+        positive_int,
+        score_threshold,
+        torch_device,
+        unit_fraction,
+    )
+
     parser.description = "Segment and track every object of videos (files or frame directories)."
     parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_FRAMES_DIR")
     parser.add_argument("--demo", action="store_true", help="segment the bundled synthetic demo video (with the "
@@ -50,24 +52,33 @@ def add_segment_command(parser: argparse.ArgumentParser):
     parser.add_argument("--output-dir", required=True, type=Path)
     parser.add_argument("--overlay", action="store_true", help="also write OUT/NAME.mp4 with the instances drawn")
     parser.add_argument("--gif", action="store_true", help="also write OUT/NAME.gif (implies --overlay)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--clip-length", type=int, help="frames per clip (1 online, 3 semi-online; default: model's)")
-    parser.add_argument("--max-frames", type=int, help="segment only the first N frames")
-    parser.add_argument("--fps", type=float, help="overlay frame rate (default: the source's, else 10)")
-    parser.add_argument("--threshold", type=float, default=0.0, help="keep instances scoring above this")
-    parser.add_argument("--top-k", type=int, help="instances per video (default: the model's test_topk)")
-    parser.add_argument("--overlay-threshold", type=float, default=0.5, help="draw instances scoring at least this")
+    parser.add_argument("--device", default="cpu", type=torch_device, help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--clip-length", type=positive_int,
+                        help="frames per clip (1 online, 3 semi-online; default: model's)")
+    parser.add_argument("--max-frames", type=positive_int, help="segment only the first N frames")
+    parser.add_argument("--fps", type=positive_float,
+                        help="overlay frame rate (default: the source's frame timing, else 10)")
+    parser.add_argument("--threshold", type=score_threshold, default=0.0,
+                        help="keep instances scoring above this (0-1)")
+    parser.add_argument("--top-k", type=positive_int, help="instances per video (default: the model's test_topk)")
+    parser.add_argument("--overlay-threshold", type=unit_fraction, default=0.5,
+                        help="draw instances scoring at least this (0-1)")
     parser.add_argument("--allow-truncated", action="store_true", help="segment the decodable part of truncated files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return run_segment
 
 
 def _output_names(inputs: list[str]) -> list[str]:
-    names = [Path(item).stem if Path(item).is_file() else Path(item).name for item in inputs]
+    from .processing.video_io import video_name
+    from .utils.cli_checks import UsageError
+
+    names = [video_name(item) for item in inputs]
     seen: dict[str, str] = {}
     for item, name in zip(inputs, names):
+        if not name:
+            raise UsageError(f"input {item}: has no name to give its output files (give a named file or folder)")
         if name in seen:
-            raise ValueError(f"inputs {seen[name]} and {item} would both write {name}.json: rename one")
+            raise UsageError(f"inputs {seen[name]} and {item} would both write {name}.json: rename one")
         seen[name] = item
     return names
 
@@ -84,8 +95,9 @@ def segment_input(model, processor, source, name: str, output_dir: Path, *, thre
                   top_k: int | None = None, clip_length: int | None = None, max_frames: int | None = None,
                   allow_truncated: bool = False, progress: bool = True, overlay: bool = False, gif: bool = False,
                   fps: float | None = None, overlay_threshold: float = 0.5):  # fmt: skip
-    """Segment one input and write `output_dir/NAME.json` (and the overlays); returns the `VideoSegmentation`
-    and the written paths. A bad input raises one of `input_errors()` before any output file is written."""
+    """Segment one input and write `output_dir/NAME.json` (and the overlays, timed as the source unless `fps` is
+    given); returns the `VideoSegmentation` and the written paths. A bad input raises one of `input_errors()`
+    before any output file is written."""
     from .evaluation import YTVISResultsWriter
     from .inference import segment_video
     from .processing.video_io import VideoReader, write_video
@@ -96,21 +108,23 @@ def segment_input(model, processor, source, name: str, output_dir: Path, *, thre
         max_frames=max_frames, allow_truncated=allow_truncated, progress=progress,
     )  # fmt: skip
     output_dir.mkdir(parents=True, exist_ok=True)
-    with YTVISResultsWriter(output_dir / f"{name}.json") as writer:  # temporary file, renamed at close
+    with YTVISResultsWriter(output_dir / f"{name}.json") as writer:  # temporary file, named at close
         writer.add_results(result.to_ytvis_results(video_id=name))
     written = [output_dir / f"{name}.json"]
     if overlay or gif:
         formats = [".mp4"] + ([".gif"] if gif else [])
         for suffix in formats:
             frames = VideoReader(source, max_frames=result.num_frames, allow_truncated=True)
+            timing = None if fps else frames.frame_times  # the source's own (maybe variable) timing
             path = write_video(output_dir / f"{name}{suffix}", overlay_video(frames, result, overlay_threshold),
-                               fps=fps or result.fps or 10.0)  # fmt: skip
+                               fps=fps or result.fps or 10.0, timestamps=timing)  # fmt: skip
             written.append(path)
     return result, written
 
 
 def run_segment(args: argparse.Namespace) -> int:
     from .distributed import VideoSplit
+    from .utils.cli_checks import UsageError, check_output_dir
 
     if args.demo:
         from .assets import demo_video_path
@@ -120,23 +134,30 @@ def run_segment(args: argparse.Namespace) -> int:
         print("error: give at least one video or frames directory (or --demo)", file=sys.stderr)
         return 2
     try:
+        check_output_dir(args.output_dir)
+        names = _output_names(args.inputs)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         split = VideoSplit(args.device)  # under `accelerate launch`: this process segments its share of the inputs
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
-        return _segment_share(args, split)
+        return _segment_share(args, names, split)
     finally:
         split.close()
 
 
-def _segment_share(args: argparse.Namespace, split) -> int:
+def _segment_share(args: argparse.Namespace, names: list[str], split) -> int:
     """Segment this process's share of `args.inputs`; the exit code of the job (gathered over the processes)."""
     from .distributed import single_process_launch_note
+    from .model_loading import ModelLoadError
+
     try:
-        names = _output_names(args.inputs)
         model, processor = load_model_and_processor(args.model, split.device(args.device))
-    except (ValueError, FileNotFoundError) as error:
+    except ModelLoadError as error:
         if split.is_main_process:  # every process would say the same
             print(f"error: {error}", file=sys.stderr)
         return 1

@@ -14,6 +14,36 @@ _BACKBONE_TYPES = ("resnet", "swin")
 # `test_topk`): dropped when such a file is loaded.
 PROCESSOR_FIELDS = ("test_min_size", "test_max_size", "image_mean", "image_std", "test_topk")
 _DEFORMABLE_ATTENTION_BACKENDS = ("auto", "kernels", "jit", "torch")
+# Sizes and counts: a value out of range would fail deep inside the model (or build an empty one) instead of here.
+_POSITIVE_INTS = (
+    "resnet_depth", "resnet_stem_out_channels", "resnet_res2_out_channels", "resnet_width_per_group",
+    "resnet_num_groups", "resnet_res5_dilation", "swin_embed_dim", "swin_window_size", "swin_patch_size",
+    "pixel_decoder_dim", "mask_dim", "pixel_decoder_num_heads", "pixel_decoder_num_points", "pixel_decoder_ffn_dim",
+    "common_stride", "num_frame_queries", "frame_decoder_hidden_dim", "frame_decoder_num_heads",
+    "frame_decoder_ffn_dim", "num_clip_queries", "object_hidden_dim", "object_num_heads", "object_ffn_dim",
+    "test_topk", "size_divisibility", "test_min_size", "test_max_size", "train_num_points", "train_num_frames",
+)  # fmt: skip
+_NON_NEGATIVE_INTS = ("pixel_decoder_encoder_layers", "frame_decoder_layers", "object_encoder_layers",
+                      "object_decoder_layers", "object_encoder_window_size", "train_frame_range")  # fmt: skip
+_DIVISIBLE = (("pixel_decoder_dim", "pixel_decoder_num_heads"), ("frame_decoder_hidden_dim", "frame_decoder_num_heads"),
+              ("object_hidden_dim", "object_num_heads"))  # fmt: skip
+
+
+def _check_sizes(values: dict[str, Any]) -> None:
+    """Raise ValueError naming the first size field that is not an integer in range."""
+    for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
+        value = values[name]
+        least = 1 if name in _POSITIVE_INTS else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    for dim, heads in _DIVISIBLE:
+        if values[dim] % values[heads]:
+            raise ValueError(f"{dim} ({values[dim]}) must be a multiple of {heads} ({values[heads]})")
+    for name in ("image_mean", "image_std"):
+        if len(values[name]) != 3:
+            raise ValueError(f"{name} must have 3 values (R, G, B), got {list(values[name])}")
+    if any(not std > 0 for std in values["image_std"]):
+        raise ValueError(f"image_std must be positive, got {list(values['image_std'])}")
 
 
 class GenVISConfig(PretrainedConfig):
@@ -193,8 +223,9 @@ class GenVISConfig(PretrainedConfig):
                 f"deformable_attention_backend must be one of {_DEFORMABLE_ATTENTION_BACKENDS}, "
                 f"got {deformable_attention_backend!r}"
             )
-        if clip_length < 1:
-            raise ValueError(f"clip_length must be >= 1, got {clip_length}")
+        if isinstance(clip_length, bool) or not isinstance(clip_length, int) or clip_length < 1:
+            raise ValueError(f"clip_length must be an integer >= 1, got {clip_length!r}")
+        _check_sizes(locals())
         if len(swin_depths) != len(swin_num_heads):
             raise ValueError("swin_depths and swin_num_heads must have the same length")
         if object_hidden_dim != frame_decoder_hidden_dim:

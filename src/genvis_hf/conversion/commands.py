@@ -21,6 +21,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                              "--push-to-hub and no --output, no directory is kept)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-verify", action="store_true", help="skip reloading and running the converted model")
+    parser.add_argument("--verbose", action="store_true",
+                        help="on a key mismatch, list every offending key (default: counts and the first keys)")
     hub = parser.add_argument_group("Hugging Face Hub")
     hub.add_argument("--install", action="store_true",
                      help="install the model in the Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub) so that "
@@ -53,26 +55,48 @@ def run_convert(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
+    from ..configuration.presets import preset_config_kwargs
     from ..hub.cache import CacheInstallError, validate_repo_id
     from ..hub.push import HubPushError, check_push_possible
+    from ..utils.cli_checks import UsageError, check_new_output_dir
+    from ..utils.files import owned_name, remove_abandoned
 
-    # Everything that can be known to fail is checked before the (long) conversion.
+    # Everything that can be known to fail is checked before the (long) conversion: usage first (exit code 2)...
+    keep_output = bool(args.output) or not (args.install or args.push_to_hub)
     try:
         if args.name and not args.install:
-            raise ValueError("--name is the name for --install; add --install")
+            raise UsageError("--name is the name for --install; add --install")
         if args.private and not args.push_to_hub:
-            raise ValueError("--private applies to --push-to-hub")
+            raise UsageError("--private applies to --push-to-hub")
+        if args.preset:
+            try:
+                preset_config_kwargs(args.preset)
+            except KeyError as error:
+                raise UsageError(f"--preset: {error.args[0]}") from None
         name = validate_repo_id(_install_name(args)) if args.install else None
+        if keep_output:
+            check_new_output_dir(args.output or args.preset or Path(args.checkpoint).stem, "--output", args.overwrite)
+    except (ValueError, CacheInstallError) as error:  # UsageError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # ... then the inputs and the Hub (exit code 1)
+    try:
+        if not Path(args.checkpoint).is_file():
+            raise ValueError(f"checkpoint not found: {args.checkpoint}")
+        if args.config is not None and not Path(args.config).is_file():
+            raise ValueError(f"--config {args.config}: file not found")
         token = check_push_possible(args.push_to_hub) if args.push_to_hub else None
-    except (ValueError, CacheInstallError, HubPushError) as error:
+    except (ValueError, HubPushError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
     from .convert import ConversionError, convert_checkpoint
     from .original_config import OriginalConfigError
 
-    keep_output = bool(args.output) or not (args.install or args.push_to_hub)
-    temp_root = None if keep_output else Path(tempfile.mkdtemp(prefix="genvis-convert-"))
+    temp_root = None if keep_output else Path(tempfile.gettempdir()) / owned_name("genvis-convert-")
+    if temp_root is not None:
+        remove_abandoned(temp_root.parent, "genvis-convert-")  # left by a conversion killed with SIGKILL
+        temp_root.mkdir(mode=0o700)
     output = Path(args.output or args.preset or Path(args.checkpoint).stem) if keep_output else temp_root / (name or "model")
     try:
         try:
@@ -83,6 +107,9 @@ def run_convert(args: argparse.Namespace) -> int:
             )  # fmt: skip
         except (ConversionError, OriginalConfigError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
+            details = getattr(error, "details", None)
+            if details and args.verbose:
+                print(details, file=sys.stderr)
             return 1
         where = report.output_dir if keep_output else "a temporary directory"
         print(

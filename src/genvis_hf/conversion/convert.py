@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +19,31 @@ import torch
 from ..configuration.configuration_genvis import GenVISConfig
 from ..modeling.modeling_genvis import GenVISForVideoInstanceSegmentation, GenVISModel
 from ..processing.video_processing_genvis import GenVISVideoProcessor
+from ..utils.files import owned_name, remove_abandoned, set_file_modes
 from .key_map import DROPPED_KEYS, key_rules, map_key
 from .original_config import config_kwargs_from_original, processor_kwargs_from_original
 
 
 class ConversionError(RuntimeError):
-    """The checkpoint cannot be converted; the message lists every offending key."""
+    """The checkpoint cannot be converted. The message is one line (for a key mismatch: counts and the first keys
+    of each kind); `details` holds every offending key, one per line, when there are more."""
+
+    def __init__(self, message: str, details: str | None = None):
+        super().__init__(message)
+        self.details = details
+
+
+# Keys of each kind a mismatch message names before "...": the full lists can hold a thousand keys.
+_SHOWN_KEYS = 3
+
+
+def _backbone_of(keys) -> str | None:
+    """The backbone type an original checkpoint's keys belong to (None when they do not tell)."""
+    if any(k.startswith(("backbone.stem.", "backbone.res")) for k in keys):
+        return "resnet"
+    if any(k.startswith(("backbone.patch_embed.", "backbone.layers.")) for k in keys):
+        return "swin"
+    return None
 
 
 @dataclass
@@ -92,6 +110,7 @@ def convert_state_dict(original: dict[str, torch.Tensor], model: GenVISModel) ->
     rules = key_rules(model.config.backbone_type, model.pixel_decoder.num_fpn_levels)
     converted: dict[str, torch.Tensor] = {}
     dropped, unmapped, mismatched, duplicated = [], [], [], []
+    mismatched_short = []  # the summary names shape mismatches without the target key
     for key, value in original.items():
         if key in DROPPED_KEYS:
             dropped.append(key)
@@ -101,18 +120,30 @@ def convert_state_dict(original: dict[str, torch.Tensor], model: GenVISModel) ->
             unmapped.append(key if target is None else f"{key} (-> {target}, which this model does not have)")
         elif tuple(value.shape) != expected[target]:
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {expected[target]} ({target})")
+            mismatched_short.append(f"{key} {tuple(value.shape)} vs {expected[target]}")
         elif target in converted:
             duplicated.append(f"{key} -> {target}")
         else:
             converted[target] = value
     missing = sorted(set(expected) - set(converted))
-    problems = []
-    for title, keys in (("unmapped checkpoint keys", unmapped), ("shape mismatches", mismatched),
-                        ("keys mapped twice", duplicated), ("model keys missing from the checkpoint", missing)):  # fmt: skip
+    summary, details = [], []
+    for title, keys, names in (("unmapped checkpoint keys", unmapped, unmapped),
+                               ("shape mismatches", mismatched, mismatched_short),
+                               ("keys mapped twice", duplicated, duplicated),
+                               ("model keys missing from the checkpoint", missing, missing)):  # fmt: skip
         if keys:
-            problems.append(f"{len(keys)} {title}:\n  " + "\n  ".join(keys))
-    if problems:
-        raise ConversionError("checkpoint does not match the model config.\n" + "\n".join(problems))
+            shown = ", ".join(names[:_SHOWN_KEYS]) + (", ..." if len(keys) > _SHOWN_KEYS else "")
+            summary.append(f"{len(keys)} {title} ({shown})")
+            details.append(f"{len(keys)} {title}:\n  " + "\n  ".join(keys))
+    if summary:
+        hint = ""
+        backbone = _backbone_of(original)
+        if backbone is not None and backbone != model.config.backbone_type:
+            hint = f"; the checkpoint has a {backbone} backbone, the config a {model.config.backbone_type} one"
+        total = sum(len(keys) for keys in (unmapped, mismatched, duplicated, missing))
+        more = " (--verbose lists every key)" if total > len(summary) else ""
+        raise ConversionError(f"checkpoint does not match the model config: {', '.join(summary)}{hint}{more}",
+                              details="\n".join(details))  # fmt: skip
     return converted, dropped
 
 
@@ -140,7 +171,7 @@ def _replace_directory(source: Path, destination: Path, overwrite: bool) -> None
     if destination.exists():
         if not overwrite:
             raise ConversionError(f"output directory {destination} already exists (pass overwrite=True / --overwrite)")
-        backup = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        backup = destination.with_name(owned_name(f".{destination.name}.old-"))
         os.replace(destination, backup)
         os.replace(source, destination)
         shutil.rmtree(backup, ignore_errors=True)
@@ -191,10 +222,13 @@ def convert_checkpoint(
     model.eval()
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    staging_prefix = f".{output_dir.name}.tmp-"
+    for prefix in (staging_prefix, f".{output_dir.name}.old-"):  # left by a conversion killed with SIGKILL
+        remove_abandoned(output_dir.parent, prefix)
+    staging = output_dir.parent / owned_name(staging_prefix)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp creates 0700; publish with the usual permissions
+    staging.mkdir(mode=0o777 & ~umask)  # published with the usual permissions
     export = None
     try:
         model.save_pretrained(staging, safe_serialization=True)
@@ -219,6 +253,7 @@ def convert_checkpoint(
             write_model_card(card, staging)
         if verify:
             _check_converted(staging, model)
+        set_file_modes(staging)  # transformers writes model.safetensors 0600; the other files are 0644
         _replace_directory(staging, output_dir, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

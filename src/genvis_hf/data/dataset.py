@@ -11,17 +11,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
+from ..evaluation.errors import YTVISFormatError
+from ..processing.video_io import read_image
 from ..processing.video_processing_genvis import resize_video, resized_shape
+from ..utils.messages import one_line
 from .transforms import ClipAugmentation, sample_frame_indices
 from .ytvis import VideoDataset, decode_segmentation
 
 
 def read_frame(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """A frame file as RGB uint8 `[H, W, 3]` (16-bit and other modes brought to 8 bits: `image_to_rgb`); raises
+    `VideoInputError` naming the file when it cannot be read."""
+    frame = read_image(path)
+    return frame if frame.dtype == np.uint8 else np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
 
 def _instance_masks(row: dict, frame_indices: list[int], keep: list[int]) -> torch.Tensor:
@@ -30,7 +34,13 @@ def _instance_masks(row: dict, frame_indices: list[int], keep: list[int]) -> tor
     for n, instance in enumerate(keep):
         segmentations = row["segmentations"][instance]
         for t, frame in enumerate(frame_indices):
-            masks[n, t] = decode_segmentation(segmentations[frame], height, width)
+            try:
+                masks[n, t] = decode_segmentation(segmentations[frame], height, width)
+            except Exception as error:  # pycocotools and json raise several types on a malformed segmentation
+                raise YTVISFormatError(
+                    f"video {row['video_id']}, annotation {row['instance_ids'][instance]}, frame {frame}: unusable "
+                    f"segmentation ({one_line(error, 200)})"
+                ) from error
     return torch.from_numpy(masks)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,16 +168,27 @@ def make_synthetic_dataset(output_dir: str | Path, num_videos: int, seed: int = 
 
 
 def add_make_synthetic_command(parser: argparse.ArgumentParser):
+    from ..utils.cli_checks import positive_int
+
     parser.add_argument("output_dir", help="folder to write JPEGImages/ and annotations.json to")
-    parser.add_argument("--videos", type=int, default=100, help="number of videos (default 100)")
+    parser.add_argument("--videos", type=positive_int, default=100, help="number of videos (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; use different seeds for train and test")
-    parser.add_argument("--height", type=int, default=120)
-    parser.add_argument("--width", type=int, default=160)
-    parser.add_argument("--min-frames", type=int, default=6)
-    parser.add_argument("--max-frames", type=int, default=10)
+    parser.add_argument("--height", type=positive_int, default=120)
+    parser.add_argument("--width", type=positive_int, default=160)
+    parser.add_argument("--min-frames", type=positive_int, default=6)
+    parser.add_argument("--max-frames", type=positive_int, default=10)
     parser.add_argument("--format", choices=["jpg", "png"], default="jpg", help="frame image format")
 
     def handler(args: argparse.Namespace) -> int:
+        from ..utils.cli_checks import UsageError, check_output_dir
+
+        try:
+            check_output_dir(args.output_dir, "OUTPUT_DIR")
+            if args.min_frames > args.max_frames:
+                raise UsageError(f"--min-frames {args.min_frames} is more than --max-frames {args.max_frames}")
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         path = make_synthetic_dataset(args.output_dir, args.videos, seed=args.seed, height=args.height,
                                       width=args.width, min_frames=args.min_frames, max_frames=args.max_frames,
                                       image_format=args.format)  # fmt: skip

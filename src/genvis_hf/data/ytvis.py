@@ -4,7 +4,9 @@ One row per video: `video_id`, `file_names` (absolute frame paths), `height`, `w
 (a COCO image standing in for a video), and per instance `instance_ids`, `labels` (contiguous 0-based class
 indices), `iscrowd` and `segmentations` (per frame, the JSON text of the annotation's segmentation or "" when the
 instance is absent). The table is written by `datasets` to its Arrow cache and memory-mapped; frames are never
-decoded here (see `genvis_hf.data.dataset`), so a large data set is not held in memory.
+decoded here (see `genvis_hf.data.dataset`), so a large data set is not held in memory. The file's layout and
+the existence of every frame file are checked first (`genvis_hf.data.checks`): a problem is one
+`YTVISFormatError` line naming the item.
 """
 
 from __future__ import annotations
@@ -129,10 +131,22 @@ def _coco_rows(annotations_path: str, images_dir: str, stamp: str = ""):
 
 
 def _build(generator, annotations, images_dir, cache_dir) -> VideoDataset:
+    from ..evaluation.errors import YTVISFormatError
+    from .checks import check_coco, check_ytvis
+
     annotations = str(Path(annotations).resolve())
     images_dir = str(Path(images_dir).resolve())
-    with open(annotations) as handle:
-        categories = _categories(json.load(handle))
+    if not Path(images_dir).is_dir():
+        raise YTVISFormatError(f"{images_dir}: the images folder does not exist")
+    try:
+        with open(annotations) as handle:
+            data = json.load(handle)
+    except OSError as error:
+        raise YTVISFormatError(f"{annotations}: cannot be read ({error.strerror or error})") from error
+    except ValueError as error:
+        raise YTVISFormatError(f"{annotations}: not valid JSON ({error})") from error
+    (check_coco if generator is _coco_rows else check_ytvis)(data, annotations, images_dir)
+    categories = _categories(data)
     # `datasets` caches the table under a fingerprint of the generator's arguments: the file's size and
     # modification time are among them, so an annotation file rewritten in place is read again.
     info = os.stat(annotations)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from ..utils.files import PendingFile
 from .rle import encode_masks
 
 LabelMap = Union[Sequence[int], Mapping[int, int], None]
@@ -117,21 +117,16 @@ def encode_video_predictions(
     ]
 
 
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 class YTVISResultsWriter:
     """Stream results to a YouTube-VIS results JSON (or CodaLab ``.zip``), atomically.
 
     Each :meth:`add_video` call encodes that video's masks and appends its entries to a temporary file next
     to ``path`` (flushed, so memory holds one video at a time). :meth:`close` (or leaving the ``with`` block
-    normally) finishes the JSON list and renames it onto ``path`` in one step; with ``zip=True`` it first
-    stores it as ``results.json`` at the root of a deflated archive, itself written to a temporary file and
-    renamed. If the ``with`` block raises, or :meth:`abort` is called, the temporary files are deleted and
-    ``path`` is left untouched: a results file is never half-written.
+    normally) finishes the JSON list and names it ``path`` in one step; with ``zip=True`` it first stores it
+    as ``results.json`` at the root of a deflated archive, itself written to a temporary file. If the ``with``
+    block raises, or :meth:`abort` is called, the temporary files are discarded and ``path`` is left
+    untouched: a results file is never half-written. The temporary files have no name until then
+    (``genvis_hf.utils.files.PendingFile``), so a killed process leaves nothing either.
 
     Example::
 
@@ -152,10 +147,10 @@ class YTVISResultsWriter:
         self.num_results = 0
         self.num_videos = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".json.tmp", dir=self.path.parent)
-        self.temporary_path: Path | None = Path(temp)
-        self._zip_temporary: Path | None = None
-        self._file = os.fdopen(handle, "w", encoding="utf-8")
+        self._pending: PendingFile | None = PendingFile(self.path.parent, name_hint=self.path.name, suffix=".json")
+        self.temporary_path: Path | None = self._pending.path
+        self._zip_pending: PendingFile | None = None
+        self._file = os.fdopen(self._pending.fileno(), "w", encoding="utf-8", closefd=False)
         self._file.write("[")
 
     def __enter__(self) -> YTVISResultsWriter:
@@ -196,42 +191,35 @@ class YTVISResultsWriter:
         return count
 
     def close(self) -> Path:
-        """Finish the file and move it onto :attr:`path` atomically; returns :attr:`path`."""
+        """Finish the file and give it the name :attr:`path` atomically; returns :attr:`path`."""
         if self.closed:
             return self.path
-        temporary = self.temporary_path
         try:
             self._file.write("\n]\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._file.close()
-            final = self._zip(temporary) if self.zip else temporary
-            os.chmod(final, _file_mode())
-            os.replace(final, self.path)
+            final = self._zip(self.temporary_path) if self.zip else self._pending
+            final.publish(self.path)  # flushed to disk, permissions of a new file, then named
         except BaseException:
             self.abort()
             raise
-        if self.zip:
-            temporary.unlink(missing_ok=True)
+        self._pending.discard()
+        self._pending = self._zip_pending = None
         self.temporary_path = None
         return self.path
 
-    def _zip(self, json_path: Path) -> Path:
-        handle, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".zip.tmp", dir=self.path.parent)
-        os.close(handle)
-        self._zip_temporary = Path(temp)
-        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    def _zip(self, json_path: Path) -> PendingFile:
+        self._zip_pending = PendingFile(self.path.parent, name_hint=self.path.name, suffix=".zip")
+        with zipfile.ZipFile(self._zip_pending.path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.write(json_path, arcname=ARCHIVE_MEMBER)
-        with open(temp, "rb") as stream:
-            os.fsync(stream.fileno())
-        return Path(temp)
+        return self._zip_pending
 
     def abort(self) -> None:
         """Discard everything written so far; :attr:`path` is not created or changed."""
         if self.closed:
             return
         self._file.close()
-        for leftover in (self.temporary_path, self._zip_temporary):
-            if leftover is not None:
-                leftover.unlink(missing_ok=True)
+        for pending in (self._pending, self._zip_pending):
+            if pending is not None:
+                pending.discard()
+        self._pending = self._zip_pending = None
         self.temporary_path = None

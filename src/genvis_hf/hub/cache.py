@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..utils.files import current_umask, write_text_atomic
+from ..utils.files import file_mode, write_text_atomic
 
 # What the Hub's default .gitattributes stores with LFS (the extensions a model repo can hold here), and the
 # size above which the Hub refuses non-LFS files.
@@ -172,7 +172,7 @@ def install_to_cache(
                 fd, temp = tempfile.mkstemp(dir=blob.parent, prefix=f"{entry.etag}.", suffix=".incomplete")
                 os.close(fd)
                 shutil.copyfile(model_dir / name, temp)
-                os.chmod(temp, 0o644 & ~current_umask())
+                os.chmod(temp, file_mode())
                 os.replace(temp, blob)
         snapshot = storage / "snapshots" / commit
         if not snapshot.is_dir():

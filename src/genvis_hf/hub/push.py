@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..utils.errors import one_line
+from ..utils.messages import one_line
 
 
 class HubPushError(RuntimeError):

@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..utils.errors import one_line
 from ..utils.files import write_text_atomic
+from ..utils.messages import one_line
 
 PACKAGE = "genvis_hf"
 

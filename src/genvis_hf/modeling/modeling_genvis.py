@@ -34,6 +34,7 @@ from .backbones import build_backbone
 from .batching import concatenate_frames, group_videos, pad_to, round_up, stack_padded, video_extents
 from .deformable_attention import MultiScaleDeformableAttention, resolve_backend
 from .frame_decoder import GenVISFrameDecoder
+from .input_checks import check_pixel_inputs
 from .layers import FrozenBatchNorm2d, GenVISAttention
 from .object_decoder import ClipMemory, GenVISObjectDecoder, ObjectDecoderOutput
 from .pixel_decoder import GenVISPixelDecoder
@@ -453,6 +454,7 @@ class GenVISModel(GenVISPreTrainedModel):
         size), each group through `forward_video_group`, the outputs padded back into one batch. With
         `output_loss_inputs` (the training forward of `GenVISForVideoInstanceSegmentation`) it also returns, per
         group, what the loss needs."""
+        check_pixel_inputs(pixel_values, pixel_mask)  # empty batch, NaN pixels, padded batch without a mask
         if pixel_values.dim() == 4:
             pixel_values = pixel_values.unsqueeze(0)
             pixel_mask = pixel_mask.unsqueeze(0) if pixel_mask is not None else None

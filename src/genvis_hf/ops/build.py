@@ -25,7 +25,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from .. import settings
-from ..utils.errors import one_line
+from ..utils.messages import one_line
 
 logger = hf_logging.get_logger(__name__)
 

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -50,6 +51,7 @@ logger = get_logger(__name__)
 TINY_NAMES = ("tiny", "genvis-tiny")
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
+FINAL_TMP_PREFIX = ".final-"
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -233,9 +235,22 @@ class StepSchedule:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first: `step_N` folders with their state file (a `step_N.tmp` left by a
+    process killed while saving is not one)."""
     folder = output_dir / CHECKPOINTS_DIR
-    found = [p for p in folder.glob("step_*") if (p / STATE_FILE).is_file()] if folder.is_dir() else []
+    found = [p for p in folder.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and (p / STATE_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def remove_unfinished_saves(output_dir: Path) -> list[Path]:
+    """Remove what a run killed while saving left in `output_dir`: `checkpoints/step_N.tmp` folders and the final
+    model's temporary folder (one run per output folder: a concurrent run's would be removed too)."""
+    from ..utils.files import remove_abandoned
+
+    removed = [p for p in (output_dir / CHECKPOINTS_DIR).glob("step_*.tmp") if p.is_dir()]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed + remove_abandoned(output_dir, FINAL_TMP_PREFIX)
 
 
 def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Path:
@@ -246,16 +261,21 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Pa
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)  # every process writes its own files (e.g. its RNG state) into it
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every process has written its part (e.g. its RNG state) before the rename
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in _checkpoints(output_dir)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+    try:
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()  # every process has written its part (e.g. its RNG state) before the rename
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in _checkpoints(output_dir)[:-keep] if keep > 0 else []:
+                shutil.rmtree(old, ignore_errors=True)
+    except BaseException:  # SIGTERM (see genvis_hf.cli), Ctrl-C, a full disk: no half-written checkpoint stays
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     accelerator.wait_for_everyone()
     return final
 
@@ -279,19 +299,23 @@ def _resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
 # ---------------------------------------------------------------------------------------------- final save
 def save_final_model(model, processor, output_dir: Path, card_text: str) -> None:
     """`save_pretrained` model + processor + README.md into `output_dir`, each file written under a temporary
-    folder first and renamed into place (config.json last, so a folder with a config is always complete)."""
-    tmp = output_dir / f".final-{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    folder first and renamed into place (config.json last, so a folder with a config is always complete). Files
+    get the permissions of a new file (0644 under umask 022; transformers writes model.safetensors 0600)."""
+    from ..utils.files import owned_name, set_file_modes
+
+    tmp = output_dir / owned_name(FINAL_TMP_PREFIX)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "README.md").write_text(card_text)
-    names = sorted(p.name for p in tmp.iterdir())
-    names.sort(key=lambda n: n == "config.json")
-    for name in names:
-        os.replace(tmp / name, output_dir / name)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "README.md").write_text(card_text)
+        set_file_modes(tmp)
+        names = sorted(p.name for p in tmp.iterdir())
+        names.sort(key=lambda n: n == "config.json")
+        for name in names:
+            os.replace(tmp / name, output_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -305,6 +329,7 @@ def train(args: TrainArguments) -> dict:
     from tqdm.auto import tqdm
 
     from ..data import ClipAugmentation, GenVISDataCollator, VideoClipDataset, default_train_sizes, load_ytvis
+    from ..data.checks import check_trainable
     from ..data.ytvis import load_coco_as_videos
     from .optim import build_optimizer
     from .trackers import LOGGING_SUBDIR, hyperparameters, resolve_trackers
@@ -337,12 +362,21 @@ def train(args: TrainArguments) -> dict:
         torch.set_num_threads(args.num_threads or max(1, min(4, cpus // 2)))
     elif args.num_threads:
         torch.set_num_threads(args.num_threads)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
 
     logger.info("process %d of %d on %s, mixed precision %s", accelerator.process_index, accelerator.num_processes,
                 accelerator.device, mixed_precision)  # fmt: skip
+    # The data is checked before the output folder or the model is made (data.checks: one line per problem).
     source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
+    check_trainable(source)
+    if args.eval_annotations:
+        load_ytvis(args.eval_annotations, args.eval_images, cache_dir=args.cache_dir)
+    if args.coco_annotations:
+        load_coco_as_videos(args.coco_annotations, args.coco_images, cache_dir=args.cache_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in remove_unfinished_saves(output_dir):
+            logger.info("removed %s, left by a run killed while saving", leftover)
+    accelerator.wait_for_everyone()
     resume_from = _resolve_resume(args.resume, output_dir)
     resumed_state = json.loads((resume_from / STATE_FILE).read_text()) if resume_from else None
     if resumed_state is not None:
@@ -557,7 +591,36 @@ def _evaluate_during_training(model, args: TrainArguments, processor) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+def _check_config_spec(spec: str) -> None:
+    from ..configuration.presets import PRESETS
+    from ..utils.cli_checks import UsageError
+
+    path = Path(spec)
+    if spec in TINY_NAMES or spec in PRESETS or (path.is_dir() and (path / "config.json").is_file()) \
+            or (path.suffix == ".json" and path.is_file()):  # fmt: skip
+        return
+    raise UsageError(f"--config {spec}: not 'tiny', a preset name ({', '.join(sorted(PRESETS)[:3])}, ...), a "
+                     "config.json or a save_pretrained folder")  # fmt: skip
+
+
+def _original_message(error: BaseException) -> str:
+    """The message of an error raised in a DataLoader worker (torch re-raises it in the main process with the
+    worker's whole traceback as its text): the last line, without the exception's class name."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
 def add_train_command(parser: argparse.ArgumentParser):
+    from ..utils.cli_checks import (
+        non_negative_float,
+        non_negative_int,
+        positive_float,
+        positive_int,
+    )
+
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--images", required=True, help="folder the annotation file's frame paths are relative to")
     parser.add_argument("--annotations", required=True, help="YouTube-VIS-format training annotations JSON")
@@ -568,33 +631,37 @@ def add_train_command(parser: argparse.ArgumentParser):
                              "e.g. facebook/mask2former-swin-large-coco-instance): its backbone, pixel decoder and "
                              "frame decoder, with a new object decoder (instead of --config)")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default: fit --time-budget)")
-    parser.add_argument("--time-budget", type=float, default=None,
+    parser.add_argument("--max-steps", type=positive_int, default=None,
+                        help="optimiser steps (default: fit --time-budget)")
+    parser.add_argument("--time-budget", type=positive_float, default=None,
                         help="minutes of training when --max-steps is not given (default 19)")
     parser.add_argument("--eval-images", default=None)
     parser.add_argument("--eval-annotations", default=None, help="evaluate at the end (and every --eval-steps)")
-    parser.add_argument("--eval-steps", type=int, default=None)
+    parser.add_argument("--eval-steps", type=positive_int, default=None)
     parser.add_argument("--coco-images", default=None)
     parser.add_argument("--coco-annotations", default=None, help="COCO-format images added as pseudo-videos")
-    parser.add_argument("--batch-size", type=int, default=None, help="videos per device and step (CPU 2, GPU 8)")
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float, default=None)
-    parser.add_argument("--backbone-multiplier", type=float, default=None)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--clip-grad-norm", type=float, default=0.01, help="full-model gradient-norm clip")
-    parser.add_argument("--warmup-steps", type=int, default=None)
-    parser.add_argument("--num-frames", type=int, default=None, help="frames per training sample")
-    parser.add_argument("--frame-range", type=int, default=None, help="sampling range around the reference")
-    parser.add_argument("--input-size", type=int, default=None, help="test-time short edge (training: 0.8-1.2x)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="videos per device and step (CPU 2, GPU 8)")
+    parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
+    parser.add_argument("--learning-rate", type=positive_float, default=None)
+    parser.add_argument("--backbone-multiplier", type=non_negative_float, default=None)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    parser.add_argument("--clip-grad-norm", type=non_negative_float, default=0.01, help="full-model gradient-norm clip")
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=None)
+    parser.add_argument("--num-frames", type=positive_int, default=None, help="frames per training sample")
+    parser.add_argument("--frame-range", type=non_negative_int, default=None,
+                        help="sampling range around the reference")
+    parser.add_argument("--input-size", type=positive_int, default=None,
+                        help="test-time short edge (training: 0.8-1.2x)")
     parser.add_argument("--freeze-detector", choices=["true", "false"], default=None)
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute layer activations in the backward pass: less memory, ~15%% slower steps")
     parser.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto")
-    parser.add_argument("--num-workers", type=int, default=None)
-    parser.add_argument("--num-threads", type=int, default=None, help="torch threads per process on CPU")
-    parser.add_argument("--save-steps", type=int, default=500)
-    parser.add_argument("--save-total-limit", type=int, default=2)
-    parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--num-workers", type=non_negative_int, default=None)
+    parser.add_argument("--num-threads", type=positive_int, default=None, help="torch threads per process on CPU")
+    parser.add_argument("--save-steps", type=non_negative_int, default=500)
+    parser.add_argument("--save-total-limit", type=non_negative_int, default=2)
+    parser.add_argument("--logging-steps", type=positive_int, default=10)
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="resume from the latest checkpoint in --output-dir, or from the given folder")
     parser.add_argument("--seed", type=int, default=0)
@@ -608,12 +675,23 @@ def add_train_command(parser: argparse.ArgumentParser):
 
     def handler(ns: argparse.Namespace) -> int:
         from ..conversion.mask2former import Mask2FormerInitError
+        from ..evaluation.errors import YTVISFormatError
         from ..hub.push import HubPushError
+        from ..processing.video_io import VideoInputError
+        from ..utils.cli_checks import UsageError, check_output_dir
         from .trackers import TrackerError
 
         set_command_verbosity()
-        if ns.init_from_mask2former and ns.config:
-            print("error: give either --config or --init-from-mask2former, not both", file=sys.stderr)
+        try:  # options and the output folder before any data or model work (exit code 2)
+            if ns.init_from_mask2former and ns.config:
+                raise UsageError("give either --config or --init-from-mask2former, not both")
+            check_output_dir(ns.output_dir)
+            if ns.config:
+                _check_config_spec(ns.config)
+            if bool(ns.coco_annotations) != bool(ns.coco_images):
+                raise UsageError("--coco-annotations and --coco-images go together")
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
         args = TrainArguments(
             images=ns.images, annotations=ns.annotations, output_dir=ns.output_dir, config=ns.config or "tiny",
@@ -636,6 +714,9 @@ def add_train_command(parser: argparse.ArgumentParser):
             final = train(args)
         except (TrackerError, HubPushError, Mask2FormerInitError) as error:
             print(f"error: {error}", file=sys.stderr)
+            return 1
+        except (YTVISFormatError, VideoInputError, FileNotFoundError) as error:  # bad data, a missing checkpoint
+            print(f"error: {_original_message(error)}", file=sys.stderr)
             return 1
         summary = {"step": final["step"], "final_loss": final.get("final_loss"), "output_dir": str(args.output_dir)}
         if final.get("metrics"):

@@ -26,7 +26,7 @@ from ...modeling.deformable_attention import (
     multi_scale_deformable_attention_torch,
     register_backend,
 )
-from ...utils.errors import one_line
+from ...utils.messages import one_line
 from ... import settings
 from .. import build
 from . import ms_deform_attn  # the wrapper of torch.ops.genvis.ms_deform_attn
