@@ -79,7 +79,7 @@ def test_demo_command_checks_the_port_and_the_model_before_serving(tmp_path, cap
     assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}")
     assert main(["demo", "--model", str(tmp_path / "absent"), "--port", str(_free_port())]) == 1
     error = capsys.readouterr().err
-    assert error.startswith(f"error: {tmp_path / 'absent'}: not a model directory or an installed model name"), error
+    assert error.startswith(f"error: {tmp_path / 'absent'}: not a model folder or an installed model name"), error
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # set before gradio was imported
 
 

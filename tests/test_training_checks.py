@@ -37,11 +37,11 @@ def _copy(data_set, tmp_path):
 
 def _train(tmp_path, root, *extra: str) -> int:
     config = tmp_path / "config.json"
-    GenVISConfig(**tiny_config_kwargs(num_labels=4, train_num_points=128, freeze_detector=False, test_min_size=48,
-                                      test_max_size=96, train_num_frames=2, train_frame_range=2,
-                                      deformable_attention_backend="torch")).to_json_file(config)  # fmt: skip
+    GenVISConfig(**tiny_config_kwargs(num_labels=4, train_num_points=128, freeze_detector=False, train_num_frames=2,
+                                      train_frame_range=2, deformable_attention_backend="torch")).to_json_file(config)  # fmt: skip
     return main(["train", "--config", str(config), "--images", str(root / "JPEGImages"), "--annotations",
                  str(root / "annotations.json"), "--output-dir", str(tmp_path / "out"), "--max-steps", "2",
+                 "--input-size", "48",
                  "--batch-size", "2", "--num-threads", "1", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
                  *extra])  # fmt: skip
 

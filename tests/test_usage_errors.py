@@ -137,11 +137,25 @@ def test_damaged_model_folders_are_one_line_errors(tmp_path, capsys, damage, exp
     assert not out.exists()
 
 
-@pytest.mark.parametrize("field", ["num_frame_queries", "num_clip_queries", "mask_dim", "test_topk", "test_min_size"])
+@pytest.mark.parametrize("field", ["num_frame_queries", "num_clip_queries", "mask_dim", "size_divisibility"])
 @pytest.mark.parametrize("value", [-5, 0, 2.5, "10"])
 def test_config_rejects_sizes_out_of_range(field, value):
     with pytest.raises(ValueError, match=rf"^{field} must be an integer >= 1, got {value!r}$"):
         GenVISConfig(**{field: value})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"test_topk": 0}, "test_topk must be an integer >= 1, got 0"),
+    ({"size": {"shortest_edge": -5, "longest_edge": 1333}}, "size['shortest_edge'] must be an integer >= 1, got -5"),
+    ({"image_std": [1.0, 0.0, 1.0]}, "image_std must be positive, got [1.0, 0.0, 1.0]"),
+    ({"image_mean": [1.0, 2.0]}, "image_mean must have 3 values (R, G, B), got [1.0, 2.0]"),
+])  # fmt: skip
+def test_processor_rejects_values_out_of_range(kwargs, message):
+    from genvis_hf import GenVISVideoProcessor
+
+    with pytest.raises(ValueError) as raised:
+        GenVISVideoProcessor(**kwargs)
+    assert str(raised.value) == message
 
 
 def test_make_synthetic_checks_its_frame_range_and_output(tmp_path, capsys):

@@ -21,7 +21,7 @@ _POSITIVE_INTS = (
     "pixel_decoder_dim", "mask_dim", "pixel_decoder_num_heads", "pixel_decoder_num_points", "pixel_decoder_ffn_dim",
     "common_stride", "num_frame_queries", "frame_decoder_hidden_dim", "frame_decoder_num_heads",
     "frame_decoder_ffn_dim", "num_clip_queries", "object_hidden_dim", "object_num_heads", "object_ffn_dim",
-    "test_topk", "size_divisibility", "test_min_size", "test_max_size", "train_num_points", "train_num_frames",
+    "size_divisibility", "train_num_points", "train_num_frames",
 )  # fmt: skip
 _NON_NEGATIVE_INTS = ("pixel_decoder_encoder_layers", "frame_decoder_layers", "object_encoder_layers",
                       "object_decoder_layers", "object_encoder_window_size", "train_frame_range")  # fmt: skip
@@ -39,11 +39,6 @@ def _check_sizes(values: dict[str, Any]) -> None:
     for dim, heads in _DIVISIBLE:
         if values[dim] % values[heads]:
             raise ValueError(f"{dim} ({values[dim]}) must be a multiple of {heads} ({values[heads]})")
-    for name in ("image_mean", "image_std"):
-        if len(values[name]) != 3:
-            raise ValueError(f"{name} must have 3 values (R, G, B), got {list(values[name])}")
-    if any(not std > 0 for std in values["image_std"]):
-        raise ValueError(f"image_std must be positive, got {list(values['image_std'])}")
 
 
 class GenVISConfig(PretrainedConfig):

@@ -183,6 +183,26 @@ class GenVISVideoProcessor(BaseVideoProcessor):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Raise ValueError naming the first pre/post-processing value out of range (a bad processor file fails here,
+        not deep inside a video)."""
+        for name in ("test_topk", "size_divisibility"):
+            value = getattr(self, name, None)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        size = getattr(self, "size", None) or {}
+        for key in ("shortest_edge", "longest_edge"):
+            value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"size[{key!r}] must be an integer >= 1, got {value!r}")
+        for name in ("image_mean", "image_std"):
+            values = getattr(self, name, None)
+            if values is not None and len(values) != 3:
+                raise ValueError(f"{name} must have 3 values (R, G, B), got {list(values)}")
+        if getattr(self, "image_std", None) is not None and any(not std > 0 for std in self.image_std):
+            raise ValueError(f"image_std must be positive, got {list(self.image_std)}")
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> GenVISVideoProcessor:
