@@ -37,9 +37,9 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if (
         large
         and (residual is not None or activation != "none" or linear_uses_onednn())
-        and cpu_inference(x, torch.float32)
+        and cpu_inference(x, torch.float32, torch.bfloat16)
         and x.is_contiguous()
-        and weight.dtype == torch.float32
+        and weight.dtype == x.dtype
         and (residual is None or residual.shape == (*x.shape[:-1], weight.shape[0]))
         and fused_conv_ready()
     ):

@@ -9,7 +9,7 @@ second residual. `FastSwinBlock` computes the same thing as:
   rows by a cached index, the padded tokens filled with the projection of zero (its bias), which is exactly what
   the reference's zero-padded normalised tokens project to;
 - the attention of every (window, head) by `torch.ops.genvis.window_attention` from the packed qkv (relative-position
-  bias gathered once per weight change, shift mask once per map size);
+  bias gathered once per weight change, shift mask once per map size), in float32 also for a bfloat16 model;
 - the windows gathered back to image order (reverse, roll back and crop: ONE gather), then the output projection on
   the real tokens only, with the residual add as its post-op (a per-token linear map commutes with any reordering
   of the tokens);
@@ -103,8 +103,9 @@ class FastSwinBlock(FastModule, SwinBlock):
     def forward(self, x: torch.Tensor, height: int, width: int, shift_mask: torch.Tensor) -> torch.Tensor:
         attention = self.attn
         if self.training or not (
-            cpu_inference(x, torch.float32) and attention.qkv.weight.dtype == torch.float32 and compiled_ops_ready()
-        ):
+            cpu_inference(x, torch.float32, torch.bfloat16) and attention.qkv.weight.dtype == x.dtype
+            and compiled_ops_ready()
+        ):  # fmt: skip
             return super().forward(x, height, width, shift_mask)
         batch, tokens, channels = x.shape
         ws, shift = self.window_size, self.shift_size
@@ -114,10 +115,10 @@ class FastSwinBlock(FastModule, SwinBlock):
         if padding.numel():  # the padded tokens are zeros after the norm: their projection is the bias
             fill = attention.qkv.bias if attention.qkv.bias is not None else qkv.new_zeros(3 * channels)
             windows[:, padding] = fill
-        windows = windows.view(-1, ws * ws, 3 * channels)  # [B*nW, N, 3C]
-        attended = window_attention(windows, self._bias(), shift_mask if shift > 0 else None, attention.num_heads,
-                                    attention.scale)  # fmt: skip  # [B*nW, N, C]
-        attended = attended.view(batch, -1, channels).index_select(1, scatter)  # [B, H*W, C], image order
+        windows = windows.view(-1, ws * ws, 3 * channels).float()  # [B*nW, N, 3C]; attention in float32 (bf16 too)
+        mask = shift_mask.float() if shift > 0 else None
+        attended = window_attention(windows, self._bias(), mask, attention.num_heads, attention.scale)  # [B*nW, N, C]
+        attended = attended.view(batch, -1, channels).index_select(1, scatter).to(x.dtype)  # [B, H*W, C], image order
         x = fast_linear(attended, attention.proj.weight, attention.proj.bias, residual=x)  # x + proj(attention)
         hidden = fast_linear(self.norm2(x), self.mlp.fc1.weight, self.mlp.fc1.bias, activation="gelu")
         return fast_linear(hidden, self.mlp.fc2.weight, self.mlp.fc2.bias, residual=x)

@@ -5,11 +5,18 @@
 //
 // One task per (window, head), each with three steps on an [N, N] score block (N = 144 tokens for window 12) that
 // stays in the core's cache:
-//     scores = Q_h K_h^T                                   one GEMM on strided views of qkv (at::mm_out)
+//     scores = Q_h K_h^T                                   a GEMM on strided views of qkv
 //     p = exp(scale * scores + bias_h + mask_w - row max)  vectorised, row sums kept
-//     out_h = (p V_h) / row sum                            one GEMM into the head's columns of the output
+//     out_h = (p V_h) / row sum                            a GEMM into the head's columns of the output
 // Same formulas as the reference; the scale is applied to the scores instead of the queries and the softmax sums
 // run in another order (differences ~1e-7 relative).
+//
+// The two GEMMs are tiny (144 x 32 x 144) and there are thousands per frame. On CPUs with AVX-512 they run as
+// register-blocked AVX-512 micro-kernels (K_h transposed once per task into a zero-padded [d, N16] block; head
+// sizes that are multiples of 16 up to 64, Swin's 32 included): the BLAS behind at::mm (MKL) takes its AVX2 path on
+// AMD CPUs and pays a call overhead per product. Elsewhere, and for other head sizes, at::mm_out. The micro-kernels
+// are compiled for AVX-512 with function attributes and chosen at run time, so the library still loads on CPUs
+// without it.
 #include "window_attention.h"
 
 #include "exp_nonpositive.h"
@@ -26,6 +33,100 @@ namespace genvis_window_attention {
 namespace {
 
 using genvis_simd::exp_nonpositive;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GENVIS_HAVE_AVX512_KERNELS 1
+#define GENVIS_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+bool cpu_has_avx512() {
+  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return supported;
+}
+
+// s[r][0 .. 16V) = sum_c q[r * q_stride + c] * kt[c][j0 ..] for R rows: R x V accumulators in registers.
+template <int R, int V>
+GENVIS_AVX512 inline void score_block(const float* q, int64_t q_stride, const float* kt, int64_t kt_stride,
+                                      int64_t depth, float* s, int64_t s_stride) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t c = 0; c < depth; ++c) {
+    __m512 k[V];
+    for (int v = 0; v < V; ++v) k[v] = _mm512_loadu_ps(kt + c * kt_stride + 16 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m512 qb = _mm512_set1_ps(q[r * q_stride + c]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(qb, k[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) _mm512_storeu_ps(s + r * s_stride + 16 * v, acc[r][v]);
+}
+
+// Rows [0, R) of scores [n, n16] (row stride n16) = q [n, d] (row stride q_stride) x kt [d, n16].
+template <int R>
+GENVIS_AVX512 void score_rows(const float* q, int64_t q_stride, const float* kt, int64_t n16, int64_t depth,
+                              float* s) {
+  int64_t j = 0;
+  for (; j + 96 <= n16; j += 96) score_block<R, 6>(q, q_stride, kt + j, n16, depth, s + j, n16);
+  switch ((n16 - j) / 16) {
+    case 5: score_block<R, 5>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
+    case 4: score_block<R, 4>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
+    case 3: score_block<R, 3>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
+    case 2: score_block<R, 2>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
+    case 1: score_block<R, 1>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
+    default: break;
+  }
+}
+
+// out[r][0 .. 16D) = inverse[r] * sum_j p[r * p_stride + j] * v[j * v_stride ..] for R rows, j < n.
+template <int R, int D>
+GENVIS_AVX512 inline void output_block(const float* p, int64_t p_stride, int64_t n, const float* v,
+                                       int64_t v_stride, const float* inverse, float* out, int64_t out_stride) {
+  __m512 acc[R][D];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < D; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    __m512 values[D];
+    for (int t = 0; t < D; ++t) values[t] = _mm512_loadu_ps(v + j * v_stride + 16 * t);
+    for (int r = 0; r < R; ++r) {
+      const __m512 pb = _mm512_set1_ps(p[r * p_stride + j]);
+      for (int t = 0; t < D; ++t) acc[r][t] = _mm512_fmadd_ps(pb, values[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m512 scale = _mm512_set1_ps(inverse[r]);
+    for (int t = 0; t < D; ++t) _mm512_storeu_ps(out + r * out_stride + 16 * t, _mm512_mul_ps(acc[r][t], scale));
+  }
+}
+
+// The whole (window, head) product pair for head size 16 * D: scores, then (after the softmax) the output.
+template <int D>
+struct Avx512Head {
+  static constexpr int kScoreRows = 4;       // 4 x 6 score accumulators
+  static constexpr int kOutRows = 24 / D;     // 24 output accumulators
+
+  GENVIS_AVX512 static void scores(const float* q, int64_t q_stride, const float* kt, int64_t n, int64_t n16,
+                                   float* s) {
+    int64_t i = 0;
+    for (; i + kScoreRows <= n; i += kScoreRows) score_rows<kScoreRows>(q + i * q_stride, q_stride, kt, n16, 16 * D, s + i * n16);
+    for (; i < n; ++i) score_rows<1>(q + i * q_stride, q_stride, kt, n16, 16 * D, s + i * n16);
+  }
+
+  GENVIS_AVX512 static void output(const float* p, int64_t n, int64_t n16, const float* v, int64_t v_stride,
+                                   const float* inverse, float* out, int64_t out_stride) {
+    int64_t i = 0;
+    for (; i + kOutRows <= n; i += kOutRows)
+      output_block<kOutRows, D>(p + i * n16, n16, n, v, v_stride, inverse + i, out + i * out_stride, out_stride);
+    for (; i < n; ++i) output_block<1, D>(p + i * n16, n16, n, v, v_stride, inverse + i, out + i * out_stride, out_stride);
+  }
+};
+
+// One (window, head) with the micro-kernels; false when the head size has none (the caller uses at::mm_out).
+bool avx512_head(int64_t head_dim, const float* q, const float* k, const float* v, int64_t row_stride, int64_t n,
+                 int64_t n16, float* kt, float* s, const float* bias, const float* mask, float scale,
+                 float* inverse, float* out, int64_t out_stride);
+#endif
 
 // One row: s[j] = exp(scale * s[j] + bias[j] + mask[j] - max) in place (mask may be null); returns the sum.
 float softmax_row(float* __restrict__ s, const float* __restrict__ bias, const float* __restrict__ mask, int64_t n,
@@ -69,6 +170,38 @@ float softmax_row(float* __restrict__ s, const float* __restrict__ bias, const f
   return sum;
 }
 
+#if GENVIS_HAVE_AVX512_KERNELS
+template <int D>
+bool avx512_head_of_size(const float* q, const float* k, const float* v, int64_t row_stride, int64_t n, int64_t n16,
+                         float* kt, float* s, const float* bias, const float* mask, float scale, float* inverse,
+                         float* out, int64_t out_stride) {
+  constexpr int64_t depth = 16 * D;
+  for (int64_t c = 0; c < depth; ++c) {  // K_h transposed, zero-padded to n16 columns
+    float* row = kt + c * n16;
+    for (int64_t j = 0; j < n; ++j) row[j] = k[j * row_stride + c];
+    for (int64_t j = n; j < n16; ++j) row[j] = 0.f;
+  }
+  Avx512Head<D>::scores(q, row_stride, kt, n, n16, s);
+  for (int64_t i = 0; i < n; ++i) {
+    inverse[i] = 1.f / softmax_row(s + i * n16, bias + i * n, mask != nullptr ? mask + i * n : nullptr, n, scale);
+  }
+  Avx512Head<D>::output(s, n, n16, v, row_stride, inverse, out, out_stride);
+  return true;
+}
+
+bool avx512_head(int64_t head_dim, const float* q, const float* k, const float* v, int64_t row_stride, int64_t n,
+                 int64_t n16, float* kt, float* s, const float* bias, const float* mask, float scale,
+                 float* inverse, float* out, int64_t out_stride) {
+  switch (head_dim) {
+    case 16: return avx512_head_of_size<1>(q, k, v, row_stride, n, n16, kt, s, bias, mask, scale, inverse, out, out_stride);
+    case 32: return avx512_head_of_size<2>(q, k, v, row_stride, n, n16, kt, s, bias, mask, scale, inverse, out, out_stride);
+    case 48: return avx512_head_of_size<3>(q, k, v, row_stride, n, n16, kt, s, bias, mask, scale, inverse, out, out_stride);
+    case 64: return avx512_head_of_size<4>(q, k, v, row_stride, n, n16, kt, s, bias, mask, scale, inverse, out, out_stride);
+    default: return false;
+  }
+}
+#endif
+
 }  // namespace
 
 at::Tensor window_attention_cpu(const at::Tensor& qkv, const at::Tensor& relative_bias,
@@ -82,6 +215,26 @@ at::Tensor window_attention_cpu(const at::Tensor& qkv, const at::Tensor& relativ
   const int64_t mask_windows = masked ? window_mask->size(0) : 1;
   const float scale_f = static_cast<float>(scale);
 
+#if GENVIS_HAVE_AVX512_KERNELS
+  if (cpu_has_avx512() && head_dim % 16 == 0 && head_dim <= 64) {
+    const int64_t n16 = (tokens + 15) / 16 * 16, row_stride = qkv.stride(1);
+    const float* qkv_data = qkv.data_ptr<float>();
+    float* out_data = out.data_ptr<float>();
+    at::parallel_for(0, windows * num_heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> kt(head_dim * n16), s(tokens * n16), inverse(tokens);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t w = task / num_heads, h = task % num_heads;
+        const float* window = qkv_data + w * qkv.stride(0);
+        avx512_head(head_dim, window + h * head_dim, window + channels + h * head_dim,
+                    window + 2 * channels + h * head_dim, row_stride, tokens, n16, kt.data(), s.data(),
+                    bias_data + h * tokens * tokens,
+                    masked ? mask_data + (w % mask_windows) * tokens * tokens : nullptr, scale_f, inverse.data(),
+                    out_data + w * tokens * channels + h * head_dim, channels);
+      }
+    });
+    return out;
+  }
+#endif
   at::parallel_for(0, windows * num_heads, 1, [&](int64_t begin, int64_t end) {
     // Inside a parallel region ATen's own ops run on the calling thread: each task's products are single-threaded
     // GEMMs on strided views. Worker threads do not inherit the caller's inference mode: set it.
