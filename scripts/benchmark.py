@@ -265,33 +265,65 @@ def compare_bf16(args, frames, source_size) -> dict:
     }  # fmt: skip
 
 
+def _compiled_state(model) -> dict:
+    """What `compile_for_inference` put on the model's modules (compiled methods, compiled `__call__`s)."""
+    from genvis_hf.optimization.compile import COMPILED_ATTRIBUTES
+
+    state = {}
+    for module in model.modules():
+        saved = {name: module.__dict__[name] for name in COMPILED_ATTRIBUTES if name in module.__dict__}
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            saved["_compiled_call_impl"] = module._compiled_call_impl
+        if saved:
+            state[module] = saved
+    return state
+
+
+def _use_compiled(state: dict, compiled: bool) -> None:
+    """Switch the modules of `state` between their compiled and their eager stages."""
+    for module, saved in state.items():
+        for name, value in saved.items():
+            if name == "_compiled_call_impl":
+                module._compiled_call_impl = value if compiled else None
+            elif compiled:
+                module.__dict__[name] = value
+            else:
+                module.__dict__.pop(name, None)
+
+
 def compare_compile(args, frames, source_size) -> dict:
     """Speed of `model.compile_for_inference(fullgraph=True)` (inductor) against the same model eager, in one
-    process, on the same frames, per mode; the warm-up run of the compiled model is its compilation. Both timed
-    without stage hooks."""
+    process, on the same frames, per mode: after the compilation (the first compiled run, timed apart), eager and
+    compiled runs alternate (`--runs` of each), so that a machine's drift affects both alike. No stage hooks."""
     model, processor = build(args)
     modes = {mode: 1 if mode == "online" else 3 for mode in args.modes}
-    eager, compiled, report = {}, {}, {}
-    for mode, clip_length in modes.items():
-        eager[mode] = measure_mode(model, processor, frames, source_size, clip_length, args.runs, args.device, False)
-        with torch.inference_mode():
-            eager[mode]["result"] = run_once(model, processor, frames, source_size, clip_length)
+    report = {}
+    with torch.inference_mode():
+        references = {mode: run_once(model, processor, frames, source_size, clip) for mode, clip in modes.items()}
     model.compile_for_inference(fullgraph=True)
+    state = _compiled_state(model)
     for mode, clip_length in modes.items():
-        start = time.perf_counter()
         with torch.inference_mode():
+            start = time.perf_counter()
             result = run_once(model, processor, frames, source_size, clip_length)
-        compile_s = time.perf_counter() - start
-        compiled[mode] = measure_mode(model, processor, frames, source_size, clip_length, args.runs, args.device, False)
-        reference = eager[mode]["result"]
-        same_labels = torch.equal(reference["labels"], result["labels"])
+            compile_s = time.perf_counter() - start
+            times = {"eager": [], "compiled": []}
+            for _ in range(args.runs):
+                for variant in ("eager", "compiled"):
+                    _use_compiled(state, variant == "compiled")
+                    start = time.perf_counter()
+                    run_once(model, processor, frames, source_size, clip_length)
+                    times[variant].append((time.perf_counter() - start) / len(frames))
+            _use_compiled(state, True)
+        eager_s, compiled_s = statistics.median(times["eager"]), statistics.median(times["compiled"])
+        same_labels = torch.equal(references[mode]["labels"], result["labels"])
         report[mode] = {
-            "eager_s_per_frame": eager[mode]["median_s_per_frame"],
-            "compiled_s_per_frame": compiled[mode]["median_s_per_frame"],
-            "compiled_over_eager_speedup": round(eager[mode]["median_s_per_frame"] / compiled[mode]["median_s_per_frame"], 3),
+            "eager_s_per_frame": round(eager_s, 4), "compiled_s_per_frame": round(compiled_s, 4),
+            "eager_runs": [round(t, 4) for t in times["eager"]], "compiled_runs": [round(t, 4) for t in times["compiled"]],
+            "compiled_over_eager_speedup": round(eager_s / compiled_s, 3),
             "first_compiled_run_s": round(compile_s, 1),
             "labels_equal": same_labels,
-            "score_max_abs_diff": float((reference["scores"] - result["scores"]).abs().max()) if same_labels else None,
+            "score_max_abs_diff": float((references[mode]["scores"] - result["scores"]).abs().max()) if same_labels else None,
         }  # fmt: skip
     return report
 

@@ -24,7 +24,7 @@ from torch import nn
 from ..modeling.modeling_genvis import GenVISModel
 from .frame_decoder import FastFrameDecoder
 
-_COMPILED_ATTRIBUTES = ("forward_features", "forward_inference", "encode_clips", "decode_queries")
+COMPILED_ATTRIBUTES = ("forward_features", "forward_inference", "encode_clips", "decode_queries")
 
 
 def _with_dynamic_memory(compiled_decode_queries):
@@ -69,7 +69,7 @@ def compile_for_inference(model: nn.Module, **compile_kwargs) -> None:
 def remove_compilation(model: nn.Module) -> None:
     """Undo `compile_for_inference` (the eager stages run again)."""
     for module in model.modules():
-        for name in _COMPILED_ATTRIBUTES:
+        for name in COMPILED_ATTRIBUTES:
             module.__dict__.pop(name, None)
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl = None
