@@ -169,7 +169,9 @@ def measure_mode(model, processor, frames, target_size, clip_length, runs, devic
         "runs": [round(t, 4) for t in times],
     }
     if split_stages:
-        result["stages_s_per_frame"] = {k: round(statistics.median(s[k] for s in stages), 4) for k in (*STAGES, "other")}
+        result["stages_s_per_frame"] = {
+            k: round(statistics.median(s[k] for s in stages), 4) for k in (*STAGES, "other")
+        }
     return result
 
 
@@ -246,8 +248,8 @@ def compare_bf16(args, frames, source_size) -> dict:
     reference, candidate = results["float32"], results["bfloat16"]
     matches, ious = 0, []
     for index, (query, label) in enumerate(zip(reference["queries"].tolist(), reference["labels"].tolist())):
-        same = [j for j, (q, l) in enumerate(zip(candidate["queries"].tolist(), candidate["labels"].tolist()))
-                if q == query and l == label]  # fmt: skip
+        same = [j for j, (q, lab) in enumerate(zip(candidate["queries"].tolist(), candidate["labels"].tolist()))
+                if q == query and lab == label]  # fmt: skip
         if not same:
             continue
         matches += 1
@@ -333,8 +335,12 @@ def main() -> None:
     parser.add_argument("--preset", default="genvis-r50-ytvis19")
     parser.add_argument("--model", help="a converted model directory instead of random weights")
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
-    parser.add_argument("--frames-npy", type=Path, help="pre-decoded, pre-resized frames [T, H, W, 3] uint8 (machines "
-                        "without a video decoder); with --source-size H W, the output mask size")
+    parser.add_argument(
+        "--frames-npy",
+        type=Path,
+        help="pre-decoded, pre-resized frames [T, H, W, 3] uint8 (machines "
+        "without a video decoder); with --source-size H W, the output mask size",
+    )
     parser.add_argument("--source-size", type=int, nargs=2, default=[576, 768])
     parser.add_argument("--frames", type=int, default=36)
     parser.add_argument("--runs", type=int, default=3)
@@ -345,13 +351,22 @@ def main() -> None:
     parser.add_argument("--backend", help="deformable attention backend (default: the config's, auto)")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--baseline-json", type=Path, help="JSON line(s) of time_original.py to compare with")
-    parser.add_argument("--compare-bf16", action="store_true",
-                        help="only: bf16 vs fp32 speed-up and deviation (label agreement, mask IoU) at the model's mode")
-    parser.add_argument("--compile", action="store_true",
-                        help="only: the opt-in torch.compile path (model.compile_for_inference()) vs the same model "
-                             "eager, per mode: s/frame, compile time (the warm-up), deviation")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="do not tune glibc malloc (genvis-hf commands tune it, see genvis_hf.utils.cpu)")
+    parser.add_argument(
+        "--compare-bf16",
+        action="store_true",
+        help="only: bf16 vs fp32 speed-up and deviation (label agreement, mask IoU) at the model's mode",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="only: the opt-in torch.compile path (model.compile_for_inference()) vs the same model "
+        "eager, per mode: s/frame, compile time (the warm-up), deviation",
+    )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="do not tune glibc malloc (genvis-hf commands tune it, see genvis_hf.utils.cpu)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.default_allocator:
@@ -401,7 +416,9 @@ def main() -> None:
             result["fraction_of_fp32_peak"] = round(result["gflop_per_s"] / peak, 3)
 
     if args.baseline_json:
-        baselines = [json.loads(line) for line in args.baseline_json.read_text().splitlines() if line.strip().startswith("{")]
+        baselines = [
+            json.loads(line) for line in args.baseline_json.read_text().splitlines() if line.strip().startswith("{")
+        ]
         ratios = {}
         for baseline in baselines:
             mode = baseline["mode"].replace("_", "-")

@@ -115,13 +115,13 @@ def main() -> None:
             with torch.no_grad():
                 error = (multi_scale_deformable_attention(*inputs, backend=backend) - reference).abs().max().item()
 
-                def forward(backend=backend):
+                def forward(backend=backend, inputs=inputs):
                     multi_scale_deformable_attention(*inputs, backend=backend)
 
                 forward_s = median_seconds(forward, device, repeats)
             backward_s = None
             if not args.no_backward:
-                backward_s = median_seconds(lambda backend=backend: forward_backward(backend, inputs, grad_output),
+                backward_s = median_seconds(lambda backend=backend, inputs=inputs, grad_output=grad_output: forward_backward(backend, inputs, grad_output),
                                             device, repeats)  # fmt: skip
             results.append({"backend": backend, "batch": batch, "forward_ms": forward_s * 1e3,
                             "forward_backward_ms": backward_s * 1e3 if backward_s is not None else None,

@@ -111,7 +111,9 @@ def main() -> None:
         "step_time_ratio": round(checkpointed["step_s"] / plain["step_s"], 2),
     }  # fmt: skip
     if key == "peak_rss_mb":
-        summary["step_memory_above_before_mb"] = {m: r["peak_rss_mb"] - r["rss_before_step_mb"] for m, r in results.items()}
+        summary["step_memory_above_before_mb"] = {
+            m: r["peak_rss_mb"] - r["rss_before_step_mb"] for m, r in results.items()
+        }
     print(json.dumps(summary))
 
 

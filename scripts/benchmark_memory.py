@@ -33,7 +33,7 @@ def synthetic_video(path: Path, frames: int, height: int, width: int) -> None:
         for t in range(frames):
             frame = background.copy()
             for k, color in enumerate([(230, 60, 60), (60, 200, 90), (70, 90, 230)]):
-                cy = int(height * (0.3 + 0.2 * k)) 
+                cy = int(height * (0.3 + 0.2 * k))
                 cx = int((t * (4 + 2 * k) + 80 * k) % width)
                 frame[max(cy - 30, 0) : cy + 30, max(cx - 40, 0) : cx + 40] = color
             yield frame
@@ -92,9 +92,13 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--config", choices=["tiny", "r50"], default="tiny")
     parser.add_argument("--in-memory", action="store_true", help="measure the non-streaming path instead")
-    parser.add_argument("--frames-per-call", type=int, default=0,
-                        help="genvis_hf.settings frames_per_call (frames per call of the per-frame stages at "
-                             "inference; default: the setting's, 4)")
+    parser.add_argument(
+        "--frames-per-call",
+        type=int,
+        default=0,
+        help="genvis_hf.settings frames_per_call (frames per call of the per-frame stages at "
+        "inference; default: the setting's, 4)",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

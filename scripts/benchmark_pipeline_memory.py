@@ -59,7 +59,9 @@ def run_mode(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", default=str(DEFAULT_VIDEO))
-    parser.add_argument("--model", default=None, help="model directory or installed name (default: bundled genvis-tiny)")
+    parser.add_argument(
+        "--model", default=None, help="model directory or installed name (default: bundled genvis-tiny)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mode", choices=["dense", "rle"], help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -61,7 +61,9 @@ def child(args) -> None:
             inputs = processor(videos=[frames], do_resize=False, return_tensors="pt")
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
             outputs = model(**inputs)
-            result = processor.post_process_video_instance_segmentation(outputs, target_sizes=[tuple(args.target_size)])[0]
+            result = processor.post_process_video_instance_segmentation(
+                outputs, target_sizes=[tuple(args.target_size)]
+            )[0]
             elapsed = (time.perf_counter() - start) / len(frames)
             instances = len(result["scores"])
             if run:
@@ -98,8 +100,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--ab", nargs=2, metavar=("SRC_A", "SRC_B"), help="two source trees (the folder holding "
-                        "genvis_hf) to compare in alternating fresh processes")
+    parser.add_argument(
+        "--ab",
+        nargs=2,
+        metavar=("SRC_A", "SRC_B"),
+        help="two source trees (the folder holding genvis_hf) to compare in alternating fresh processes",
+    )
     parser.add_argument("--pairs", type=int, default=3, help="with --ab: processes per tree")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Convert an original GenVIS checkpoint: same options as `genvis-hf convert`.
 
-    python scripts/convert_checkpoint.py --checkpoint model_final.pth --preset genvis-r50-ytvis19 --output genvis-r50-ytvis19
-    python scripts/convert_checkpoint.py --checkpoint model_final.pth --config config.yaml --output OUT
+python scripts/convert_checkpoint.py --checkpoint model_final.pth --preset genvis-r50-ytvis19 --output genvis-r50-ytvis19
+python scripts/convert_checkpoint.py --checkpoint model_final.pth --config config.yaml --output OUT
 """
 
 import argparse

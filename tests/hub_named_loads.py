@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import traceback
+from pathlib import Path
 
 report_path, card_path, name, org_name = sys.argv[1:5]
 report: dict = {"lookups": [], "misses": []}
@@ -24,7 +25,7 @@ def _trace(module, function_name: str) -> None:
 
     @functools.wraps(original)
     def traced(*args, **kwargs):
-        repo, filename = (list(args) + [kwargs.get("repo_id"), kwargs.get("filename")])[:2]
+        repo, filename = ([*list(args), kwargs.get("repo_id"), kwargs.get("filename")])[:2]
         try:
             result = original(*args, **kwargs)
         except Exception as error:
@@ -58,7 +59,7 @@ def step(key: str, function) -> None:
 
 
 def run_card_snippets() -> list[str]:
-    text = open(card_path, encoding="utf-8").read()
+    text = Path(card_path).read_text(encoding="utf-8")
     blocks = [b for b in re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL) if "genvis_hf" in b]
     outputs = []
     for block in blocks:
@@ -70,8 +71,9 @@ def run_card_snippets() -> list[str]:
 
 
 def load_by_name(repo: str) -> dict:
-    import genvis_hf  # noqa: F401
     from transformers import AutoModel, AutoVideoProcessor, pipeline
+
+    import genvis_hf  # noqa: F401
 
     model = AutoModel.from_pretrained(repo)
     processor = AutoVideoProcessor.from_pretrained(repo)
@@ -87,7 +89,7 @@ def segment_command(repo: str) -> dict:
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         code = main(["segment", "video.mp4", "--model", repo, "--output-dir", "segmented", "--no-progress"])
-    results = json.load(open("segmented/video.json")) if code == 0 else None
+    results = json.loads(Path("segmented/video.json").read_text()) if code == 0 else None
     return {"code": code, "stderr": stderr.getvalue(), "scores": [r["score"] for r in results] if results else None}
 
 

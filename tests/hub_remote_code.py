@@ -9,6 +9,7 @@ outputs for the parent test to compare with the package's, and run the card's tr
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 site_packages, model_dir, name, video_path, outputs_path, report_path, card_path = sys.argv[1:8]
 sys.path.extend(json.loads(site_packages))
@@ -75,7 +76,7 @@ for key, source in (("dir", model_dir), ("name", name)):
 save_file({k: v.contiguous() for k, v in tensors.items()}, outputs_path)
 
 try:
-    text = open(card_path, encoding="utf-8").read()
+    text = Path(card_path).read_text(encoding="utf-8")
     blocks = [b for b in re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
               if "trust_remote_code=True" in b]  # fmt: skip
     stdout = io.StringIO()

@@ -7,9 +7,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config_kwargs
 
 import genvis_hf
-from conftest import tiny_config_kwargs
 from genvis_hf import GenVISConfig, GenVISModel
 from genvis_hf.modeling.backbones import BACKBONES
 
@@ -30,7 +30,13 @@ def test_the_reference_model_reads_no_environment_and_does_not_import_the_fast_p
                         and node.value.id == "os"), f"{path.name}:{node.lineno} reads the environment"  # fmt: skip
         if isinstance(node, ast.ImportFrom):
             module = node.module or ""
-            top = module.split(".")[0] if node.level == 2 else module.split(".")[1] if module.startswith("genvis_hf.") else ""
+            top = (
+                module.split(".")[0]
+                if node.level == 2
+                else module.split(".")[1]
+                if module.startswith("genvis_hf.")
+                else ""
+            )
             assert top not in FAST_PATH, f"{path.name}:{node.lineno} imports {module} (the fast path)"
             if node.level == 2 and not module:  # `from .. import x`
                 assert not {a.name for a in node.names} & set(FAST_PATH), f"{path.name}:{node.lineno}"

@@ -26,7 +26,10 @@ def test_bundled_assets_are_small_and_complete():
     assert (model_dir / "model.safetensors").stat().st_size <= 5 * 1024 * 1024
     total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     assert total < 6 * 1024 * 1024
-    assert len(list(demo_video_path().glob("*.jpg"))) == json.loads(demo_annotations_path().read_text())["videos"][0]["length"]
+    assert (
+        len(list(demo_video_path().glob("*.jpg")))
+        == json.loads(demo_annotations_path().read_text())["videos"][0]["length"]
+    )
 
 
 def test_bundled_model_segments_the_demo_video(tmp_path, capsys):

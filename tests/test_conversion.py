@@ -62,7 +62,10 @@ def test_every_released_key_maps_to_a_tensor_of_the_same_shape(fixtures_dir, pre
 @pytest.mark.parametrize("preset", ["genvis-r50-ovis", "genvis-swinl-ytvis19-semi-online"])
 def test_convert_state_dict_accepts_a_checkpoint_shaped_like_the_release(fixtures_dir, preset):
     dtypes = {"float32": torch.float32, "int64": torch.int64}
-    fake = {e["key"]: torch.empty(e["shape"], dtype=dtypes[e["dtype"]], device="meta") for e in _key_list(fixtures_dir, preset)}
+    fake = {
+        e["key"]: torch.empty(e["shape"], dtype=dtypes[e["dtype"]], device="meta")
+        for e in _key_list(fixtures_dir, preset)
+    }
     converted, dropped = convert_state_dict(fake, _meta_model(preset))
     assert sorted(dropped) == sorted(DROPPED_KEYS)
     assert len(converted) == len(fake) - len(DROPPED_KEYS)
@@ -142,8 +145,12 @@ def test_existing_output_is_kept_unless_overwrite(fixture_checkpoint, tmp_path):
                           check=True)  # fmt: skip
     (tmp_path / f".out.tmp-{int(dead.stdout)}-0a0b").mkdir()  # staging of a conversion killed with SIGKILL
     convert_checkpoint(checkpoint, output, original_config=config, verify=False, overwrite=True)
-    assert sorted(p.name for p in output.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                      "video_preprocessor_config.json"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "video_preprocessor_config.json",
+    ]
     # published with the permissions of a new file: transformers writes model.safetensors 0600
     assert {p.name: p.stat().st_mode & 0o777 for p in output.iterdir()} == dict.fromkeys(
         ["README.md", "config.json", "model.safetensors", "video_preprocessor_config.json"], file_mode()

@@ -83,7 +83,7 @@ def test_clip_sampling_stays_in_range_and_is_sorted():
     for _ in range(50):
         indices = sample_frame_indices(30, 5, 6, rng)
         assert indices == sorted(indices) and len(indices) == 5
-        assert max(indices) - min(indices) <= 12 and 0 <= min(indices) and max(indices) < 30
+        assert max(indices) - min(indices) <= 12 and min(indices) >= 0 and max(indices) < 30
     assert sample_frame_indices(1, 3, 6, rng) == [0, 0, 0]
 
 

@@ -14,6 +14,7 @@ from deformable_attention_helpers import DEVICES, FAST_BACKEND_DEVICES, make_inp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genvis_hf.modeling import deformable_attention as dispatch
 from genvis_hf.modeling.deformable_attention import (
     DeformableAttentionBackendUnavailable,
     MultiScaleDeformableAttention,
@@ -22,7 +23,6 @@ from genvis_hf.modeling.deformable_attention import (
     resolve_backend,
     unavailable_reason,
 )
-from genvis_hf.modeling import deformable_attention as dispatch
 from genvis_hf.ops import build
 from genvis_hf.ops.ms_deform_attn import backends
 from genvis_hf.ops.ms_deform_attn.backends import im2col_step_for
@@ -358,7 +358,9 @@ def test_a_kernel_that_disagrees_with_the_reference_is_not_used(fresh_backends, 
 def test_jit_reports_a_missing_compiler(fresh_backends, unloaded, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
-    with pytest.raises(DeformableAttentionBackendUnavailable, match="^deformable attention backend 'jit' unavailable: ") as raised:
+    with pytest.raises(
+        DeformableAttentionBackendUnavailable, match=r"^deformable attention backend 'jit' unavailable: "
+    ) as raised:
         resolve_backend("jit", torch.device("cpu"))
     assert "no C++ compiler ('no-such-compiler-xyz' not found" in str(raised.value) and "\n" not in str(raised.value)
 
@@ -400,9 +402,13 @@ def test_hub_kernel_failure_is_caught_and_remembered(fresh_backends, monkeypatch
     monkeypatch.setattr(backend, "_device_problem", lambda device: None)  # pretend this device has CUDA
     first = backend.unavailable_reason(torch.device("cpu"))
     second = backend.unavailable_reason(torch.device("cpu"))
-    assert first == second == (
-        "cannot load kernels-community/deformable-detr (offline and not in the Hugging Face cache?): "
-        "OSError: simulated: cannot reach the Hub second line"
+    assert (
+        first
+        == second
+        == (
+            "cannot load kernels-community/deformable-detr (offline and not in the Hugging Face cache?): "
+            "OSError: simulated: cannot reach the Hub second line"
+        )
     )
     assert len(calls) == 1
     assert resolve_backend("auto", torch.device("cpu")) in ("jit", "torch")

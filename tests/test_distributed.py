@@ -55,8 +55,19 @@ def test_a_single_process_cpu_launch_is_pointed_out(monkeypatch):
 
 
 def test_evaluate_on_two_processes_equals_one_process(synthetic_set, tmp_path):
-    common = ["evaluate", "--model", str(tiny_model_path()), "--images", str(synthetic_set / "JPEGImages"),
-              "--annotations", str(synthetic_set / "annotations.json"), "--device", "cpu", "--num-threads", "1"]
+    common = [
+        "evaluate",
+        "--model",
+        str(tiny_model_path()),
+        "--images",
+        str(synthetic_set / "JPEGImages"),
+        "--annotations",
+        str(synthetic_set / "annotations.json"),
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
+    ]
     assert main([*common, "--output-dir", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "cache1")]) == 0
 
     launched = _accelerate_launch(*common, "--output-dir", str(tmp_path / "two"), "--cache-dir",
@@ -69,7 +80,9 @@ def test_evaluate_on_two_processes_equals_one_process(synthetic_set, tmp_path):
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert one == two and one["AP"] > 0.3
-    assert json.loads(launched.stdout.strip().splitlines()[-1]) == {k: v for k, v in one.items() if k != "per_category_AP"}
+    assert json.loads(launched.stdout.strip().splitlines()[-1]) == {
+        k: v for k, v in one.items() if k != "per_category_AP"
+    }
     results_one = json.loads((tmp_path / "one" / "results.json").read_text())
     results_two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert results_two == results_one  # same entries in the same (data set) order
@@ -97,5 +110,6 @@ def test_segment_on_two_processes_splits_the_inputs(synthetic_set, tmp_path):
     names = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert names == sorted(f"{v.name}.json" for v in videos)
     for video in videos:
-        assert (tmp_path / "two" / f"{video.name}.json").read_bytes() == (tmp_path / "one" / f"{video.name}.json").read_bytes()
-
+        assert (tmp_path / "two" / f"{video.name}.json").read_bytes() == (
+            tmp_path / "one" / f"{video.name}.json"
+        ).read_bytes()

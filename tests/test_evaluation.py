@@ -206,5 +206,5 @@ def test_irregular_rle_follows_pycocotools_merge_like_the_official_code() -> Non
         "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [g], "areas": [30]}],
     }
     metrics = ytvis_evaluate(gt, [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": [d]}])
-    expected = np.count_nonzero(IOU_THRESHOLDS <= official_iou) / len(IOU_THRESHOLDS)
+    expected = np.count_nonzero(official_iou >= IOU_THRESHOLDS) / len(IOU_THRESHOLDS)
     assert metrics["AP"] == pytest.approx(expected, abs=1e-12)

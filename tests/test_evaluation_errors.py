@@ -136,7 +136,7 @@ def test_video_without_length_takes_its_first_track_frame_count() -> None:
 def test_unreadable_files(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("[{")
-    with pytest.raises(YTVISFormatError, match="results file .*broken.json is not valid JSON"):
+    with pytest.raises(YTVISFormatError, match=r"results file .*broken\.json is not valid JSON"):
         ytvis_evaluate(GT, broken)
     with pytest.raises(YTVISFormatError, match="ground-truth file not found"):
         ytvis_evaluate(tmp_path / "missing.json", RESULTS)

@@ -85,20 +85,18 @@ def test_writer_streams_each_video_to_disk(tmp_path: Path) -> None:
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_exception_midway_leaves_no_results_file(tmp_path: Path, as_zip: bool) -> None:
     path = tmp_path / ("submission.zip" if as_zip else "results.json")
-    with pytest.raises(RuntimeError, match="model crashed"):
-        with YTVISResultsWriter(path, zip=as_zip) as writer:
-            writer.add_video(1, *_video_outputs(0))
-            raise RuntimeError("model crashed")
+    with pytest.raises(RuntimeError, match="model crashed"), YTVISResultsWriter(path, zip=as_zip) as writer:
+        writer.add_video(1, *_video_outputs(0))
+        raise RuntimeError("model crashed")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_run_keeps_previous_results_file(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     path.write_text("[]")
-    with pytest.raises(ValueError):
-        with YTVISResultsWriter(path) as writer:
-            writer.add_video(1, *_video_outputs(0))
-            writer.add_video(2, [0.5], [0], np.zeros((2, 3, 4, 4), dtype=bool))  # 1 score for 2 tracks
+    with pytest.raises(ValueError), YTVISResultsWriter(path) as writer:
+        writer.add_video(1, *_video_outputs(0))
+        writer.add_video(2, [0.5], [0], np.zeros((2, 3, 4, 4), dtype=bool))  # 1 score for 2 tracks
     assert path.read_text() == "[]" and list(tmp_path.iterdir()) == [path]
 
 

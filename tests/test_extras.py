@@ -25,7 +25,9 @@ EXTRA_ONLY = {"accelerate", "datasets", "evaluate", "scipy", "gradio"}
 
 
 def _names(requirements: list[str]) -> set[str]:
-    return {r.split(";")[0].split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower() for r in requirements}
+    return {
+        r.split(";")[0].split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower() for r in requirements
+    }
 
 
 def test_pyproject_extras_match_what_the_code_asks_for():
@@ -63,7 +65,9 @@ def test_the_core_features_run_without_any_extra(tmp_path):
     """Inference, the pipeline, `segment` and `convert` with accelerate, datasets, evaluate, scipy and gradio
     absent (as in a fresh `pip install genvis_hf`; docs/installation figures come from such a venv)."""
     fixture = shared_dir() / "fixtures" / "genvis_reference" / "r50_online"
-    code = _WITHOUT_EXTRAS + f"""
+    code = (
+        _WITHOUT_EXTRAS
+        + f"""
 import genvis_hf, genvis_hf.assets
 from transformers import pipeline
 from genvis_hf.cli import main
@@ -75,6 +79,7 @@ print("convert", main(["convert", "--checkpoint", {str(fixture / "model_final.pt
                        {str(fixture / "config.yaml")!r}, "--output", {str(tmp_path / "converted")!r}, "--no-verify"]))
 print("train", main(["train", "--images", "x", "--annotations", "y", "--output-dir", "z"]))
 """
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
                                check=False)  # fmt: skip

@@ -14,8 +14,14 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation
 
 # stochastic depth on: the recomputation must replay its random draws
-SWIN = {"backbone_type": "swin", "swin_embed_dim": 32, "swin_depths": [2, 2, 2, 2], "swin_num_heads": [1, 2, 4, 8],
-        "swin_window_size": 4, "swin_drop_path_rate": 0.2}
+SWIN = {
+    "backbone_type": "swin",
+    "swin_embed_dim": 32,
+    "swin_depths": [2, 2, 2, 2],
+    "swin_num_heads": [1, 2, 4, 8],
+    "swin_window_size": 4,
+    "swin_drop_path_rate": 0.2,
+}
 CHECKPOINTED = ("SwinBlock", "BottleneckBlock", "DeformableEncoderLayer", "FrameDecoderLayer", "ObjectEncoderLayer",
                 "ObjectDecoderLayer")  # fmt: skip
 
@@ -62,7 +68,8 @@ def test_checkpointed_gradients_equal_the_plain_ones_on_every_trainable_paramete
     assert checkpointed.is_activation_checkpointing
     layer_kinds = {type(m).__name__ for m in checkpointed.modules() if isinstance(m, GradientCheckpointingLayer)}
     assert layer_kinds == {name for name in CHECKPOINTED if backbone == "swin" or name != "SwinBlock"} - (
-        {"BottleneckBlock"} if backbone == "swin" else set())
+        {"BottleneckBlock"} if backbone == "swin" else set()
+    )
 
     pixel_values = torch.randn(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     plain_runs, checkpointed_runs = _count_layer_runs(plain), _count_layer_runs(checkpointed)

@@ -21,17 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, shared_dir
 from huggingface_hub import ModelCard, ModelCardData, scan_cache_dir, snapshot_download, try_to_load_from_cache
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import load_file
 
 import genvis_hf
-from conftest import REPO_ROOT, shared_dir
 from genvis_hf import GenVISConfig, GenVISModel, GenVISVideoProcessor, __version__
 from genvis_hf.cli import main
 from genvis_hf.configuration.presets import MODEL_ZOO
 from genvis_hf.conversion.original_config import config_kwargs_from_original
-from genvis_hf.settings import settings_override
 from genvis_hf.hub import (
     HubPushError,
     build_model_card,
@@ -39,10 +38,11 @@ from genvis_hf.hub import (
     checkpoint_provenance,
     install_to_cache,
     push_to_hub,
+    remote_code,
 )
-from genvis_hf.hub import remote_code
 from genvis_hf.hub.cache import OPTIONAL_MISSING_FILES, git_blob_sha1
 from genvis_hf.processing.video_io import read_video, write_video
+from genvis_hf.settings import settings_override
 
 NAME = "genvis-fix"
 ORG_NAME = "testorg/genvis-fix-rc"
@@ -88,7 +88,9 @@ def _offline_env(hub, **extra) -> dict:
 def test_card_metadata_round_trips_and_model_index_has_the_seed_numbers(tmp_path):
     config = GenVISConfig(**config_kwargs_from_original(CONFIG_YAML))
     provenance = checkpoint_provenance(CHECKPOINT, preset="genvis-r50-ytvis19")
-    card = build_model_card(config, repo_id="org/genvis-r50-ytvis19", preset="genvis-r50-ytvis19", provenance=provenance)
+    card = build_model_card(
+        config, repo_id="org/genvis-r50-ytvis19", preset="genvis-r50-ytvis19", provenance=provenance
+    )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data.to_dict()
@@ -100,7 +102,8 @@ def test_card_metadata_round_trips_and_model_index_has_the_seed_numbers(tmp_path
     assert model_name == "genvis-r50-ytvis19"
     assert {r.metric_type: r.metric_value for r in results} == MODEL_ZOO["genvis-r50-ytvis19"].metrics
     assert {(r.task_type, r.dataset_type, r.dataset_split) for r in results} == {
-        ("image-segmentation", "youtube_vis_2019", "validation")}
+        ("image-segmentation", "youtube_vis_2019", "validation")
+    }
     assert all(r.source_url == "https://github.com/miranheo/GenVIS#model-zoo" for r in results)
     text = loaded.content
     assert "@inproceedings{GenVIS," in text and "@inproceedings{VITA," in text
@@ -118,7 +121,11 @@ def test_card_for_a_trained_model_takes_measured_metrics_and_training_info():
     _, results = model_index_to_eval_results(data["model-index"])
     assert [(r.metric_type, r.metric_value) for r in results] == [("AP", 41.25), ("AP50", 63.0), ("loss", 1.5)]
     assert {r.dataset_name for r in results} == {"YouTube-VIS 2021"}
-    assert "Source: genvis-hf evaluate, valid.json." in card.content and "| steps | 1200 |" in card.content and "## Conversion" not in card.content
+    assert (
+        "Source: genvis-hf evaluate, valid.json." in card.content
+        and "| steps | 1200 |" in card.content
+        and "## Conversion" not in card.content
+    )
 
 
 def test_converter_writes_the_card_with_provenance(hub):
@@ -165,7 +172,9 @@ def test_install_writes_the_hub_cache_layout(hub):
             content = (hub["plain"] / name).read_bytes()
             if name.endswith(".safetensors"):
                 sha = hashlib.sha256(content).hexdigest()
-                content = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(content)}\n".encode()
+                content = (
+                    f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(content)}\n".encode()
+                )
             (repo / name).write_bytes(content)
         subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
         tree_id = subprocess.run(["git", "-C", str(repo), "write-tree"], check=True, capture_output=True, text=True)
@@ -211,7 +220,9 @@ def test_auto_classes_and_pipeline_load_installed_names_offline(named_loads):
         assert loaded["model"] == "GenVISModel" and loaded["model_module"].startswith("genvis_hf.")
         assert loaded["processor"] == "GenVISVideoProcessor"
         assert (loaded["pipeline"], loaded["pipeline_model"]) == (
-            "VideoInstanceSegmentationPipeline", "GenVISForVideoInstanceSegmentation")
+            "VideoInstanceSegmentationPipeline",
+            "GenVISForVideoInstanceSegmentation",
+        )
     # every file transformers asked for was answered from the cache: a file, or a recorded absence
     assert named_loads["misses"] == []
     asked = {(repo, filename): found for repo, filename, found in named_loads["lookups"]}
@@ -276,7 +287,7 @@ def test_validation_passes_on_the_export_and_catches_a_changed_file(hub, tmp_pat
     with pytest.raises(remote_code.RemoteCodeExportError, match="differs from the package's"):
         remote_code.validate_remote_code(changed)
     (changed / "layers.py").unlink()
-    with pytest.raises(remote_code.RemoteCodeExportError, match="needs layers.py"):
+    with pytest.raises(remote_code.RemoteCodeExportError, match=r"needs layers\.py"):
         remote_code.validate_remote_code(changed)
 
 

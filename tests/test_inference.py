@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, shared_dir, tiny_config_kwargs
 from pycocotools import mask as mask_utils
 from transformers import pipeline
 
-from conftest import REPO_ROOT, shared_dir, tiny_config_kwargs
 from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation, GenVISVideoProcessor, decode_masks
 from genvis_hf.inference import segment_video
 from genvis_hf.processing.video_io import VideoReader, read_video

@@ -43,8 +43,9 @@ def test_pending_file_is_invisible_until_published(tmp_path, monkeypatch, unname
 
 
 def test_abandoned_temporaries_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_pid = int(dead.stdout)
     (tmp_path / f".v.part-{dead_pid}-0a0b.mp4").write_text("left by a killed process")
     (tmp_path / f".v.part-{dead_pid}-0c0d").mkdir()

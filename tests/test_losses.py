@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_config_kwargs
+
 from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation
 from genvis_hf.modeling.loss import (
     GenVISLoss,
@@ -75,7 +75,7 @@ def test_frame_matcher_pairs_each_instance_with_the_query_that_predicts_it():
     mask_logits[0, 1] = masks[1] * 16 - 8  # query 1 predicts instance 1
     class_logits = torch.zeros(1, 4, 3)
     matcher = FrameMatcher(class_weight=2, mask_weight=5, dice_weight=5, num_points=200)
-    (queries, targets), = matcher(class_logits, mask_logits, [{"labels": torch.tensor([0, 1]), "masks": masks}])
+    ((queries, targets),) = matcher(class_logits, mask_logits, [{"labels": torch.tensor([0, 1]), "masks": masks}])
     assert targets.tolist() == [0, 1] and queries.tolist() == [3, 1]
 
 

@@ -79,8 +79,12 @@ def test_frame_level_logits_equal_mask2formers_and_every_key_is_accounted_for(ba
     with torch.no_grad():
         expected = mask2former(pixel_values=pixel_values, output_auxiliary_logits=True)
         frames = model.model.forward_frames(pixel_values, output_loss_inputs=True)
-    expected_classes = [head["class_queries_logits"] for head in expected.auxiliary_logits] + [expected.class_queries_logits]
-    expected_masks = [head["masks_queries_logits"] for head in expected.auxiliary_logits] + [expected.masks_queries_logits]
+    expected_classes = [head["class_queries_logits"] for head in expected.auxiliary_logits] + [
+        expected.class_queries_logits
+    ]
+    expected_masks = [head["masks_queries_logits"] for head in expected.auxiliary_logits] + [
+        expected.masks_queries_logits
+    ]
     assert len(frames.class_logits) == len(expected_classes) == 4
     for actual, reference in zip(frames.class_logits + frames.mask_logits, expected_classes + expected_masks):
         assert actual.shape == reference.shape and reference.abs().max() > 0.05
@@ -113,7 +117,7 @@ def test_another_label_set_reinitialises_only_the_frame_class_head(tmp_path):
 
 
 def test_unusable_checkpoints_fail_with_one_line(tmp_path):
-    with pytest.raises(Mask2FormerInitError, match="cannot load Mask2Former .*nothing-here as a directory") as error:
+    with pytest.raises(Mask2FormerInitError, match=r"cannot load Mask2Former .*nothing-here as a directory") as error:
         (tmp_path / "nothing-here").mkdir()
         init_from_mask2former(tmp_path / "nothing-here")
     assert "\n" not in str(error.value)

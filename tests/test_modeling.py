@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_config_kwargs
 from transformers import AutoModel, AutoVideoProcessor
 
-from conftest import tiny_config_kwargs
 from genvis_hf import (
     AutoModelForVideoInstanceSegmentation,
     GenVISConfig,
@@ -22,7 +22,9 @@ def tiny_model(**overrides) -> GenVISModel:
 
 
 def _video(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (frames, 3, height, width), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (frames, 3, height, width), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
 
 
 def _run(model, processor, videos, **kwargs):

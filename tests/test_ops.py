@@ -13,7 +13,9 @@ from genvis_hf.ops import fused_conv, linear, winograd
 
 
 def _channels_last(*shape: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).contiguous(memory_format=torch.channels_last)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).contiguous(
+        memory_format=torch.channels_last
+    )
 
 
 def _cases():

@@ -43,7 +43,9 @@ def test_window_attention_rejects_bad_inputs_with_clear_errors():
     qkv = torch.randn(4, 9, 24)
     with pytest.raises(RuntimeError, match=r"relative_bias must be a contiguous float32 \[2, 9, 9\]"):
         window_attention(qkv, torch.randn(3, 9, 9), None, 2, 0.5)
-    with pytest.raises(RuntimeError, match="window_mask must be a contiguous float32 .* with nW dividing the 4 windows"):
+    with pytest.raises(
+        RuntimeError, match=r"window_mask must be a contiguous float32 .* with nW dividing the 4 windows"
+    ):
         window_attention(qkv, torch.randn(2, 9, 9), torch.randn(3, 9, 9), 2, 0.5)
     with pytest.raises(RuntimeError, match="8 channels do not split into 3 heads"):
         window_attention(qkv, torch.randn(3, 9, 9), None, 3, 0.5)

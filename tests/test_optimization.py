@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_config_kwargs
 from deformable_attention_helpers import require_backend
 
-from conftest import tiny_config_kwargs
 from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation, GenVISModel, GenVISVideoProcessor
 from genvis_hf.modeling.backbone_resnet import ConvFrozenBN, GenVISResNetBackbone
 from genvis_hf.modeling.layers import ConvNormActivation, GenVISAttention
@@ -36,7 +36,9 @@ def tiny_model(**overrides) -> GenVISModel:
 
 
 def _video(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (frames, 3, height, width), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (frames, 3, height, width), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
 
 
 def _run(model, videos, **kwargs):
@@ -58,7 +60,9 @@ def test_eval_applies_the_fast_path_and_train_restores_the_reference():
     assert not is_optimized(model)
     model.eval()
     assert is_optimized(model)
-    assert type(model.model.pixel_decoder.encoder_layers[0].self_attn) is pixel_decoder.FusedMultiScaleDeformableAttention
+    assert (
+        type(model.model.pixel_decoder.encoder_layers[0].self_attn) is pixel_decoder.FusedMultiScaleDeformableAttention
+    )
     assert type(model.model.frame_decoder.class_predictor) is layers.OneDNNLinear
     assert "forward_video_group" in model.model.__dict__
     after = model.state_dict(keep_vars=True)
@@ -408,8 +412,8 @@ def test_torch_export_of_the_per_frame_stages():
         features = [f.contiguous(memory_format=torch.channels_last) for f in model.backbone(images)]
         for actual, expected in zip(programs["backbone"].module()(images), model.backbone(images)):
             torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
-        levels, stride4 = programs["pixel_decoder"].module()(features)
-        expected_levels, expected_stride4 = model.pixel_decoder.forward_features(features)
+        _levels, stride4 = programs["pixel_decoder"].module()(features)
+        _expected_levels, expected_stride4 = model.pixel_decoder.forward_features(features)
         torch.testing.assert_close(stride4, expected_stride4, rtol=0, atol=1e-5)
 
 

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT
+from deformable_attention_helpers import require_backend
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoVideoProcessor
 
 import genvis_hf  # registers the Auto classes
-from conftest import REPO_ROOT
-from deformable_attention_helpers import require_backend
 
 ATOL = 1e-4
 FIXTURES = ["r50_online", "r50_semi_online"]
@@ -90,7 +90,12 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
 
 
 def test_every_recorded_intermediate(reference_run):
-    meta, ref, out, model = reference_run["meta"], reference_run["ref"], reference_run["outputs"], reference_run["model"]
+    meta, ref, out, model = (
+        reference_run["meta"],
+        reference_run["ref"],
+        reference_run["outputs"],
+        reference_run["model"],
+    )
     window = meta["len_clip_window"]
     clip0 = slice(0, window)
     _close(reference_run["inputs"]["pixel_values"][0, clip0], ref["clip0/images_tensor"], "images_tensor")
@@ -113,7 +118,9 @@ def test_every_recorded_intermediate(reference_run):
     decoder = model.object_decoder
     for clip in range(meta["num_clips"]):
         frames = slice(clip * window, (clip + 1) * window)
-        _close(out.frame_queries[0, frames], ref[f"clip{clip}/mask2former/frame_queries_to_genvis"][0], f"clip {clip} fq")
+        _close(
+            out.frame_queries[0, frames], ref[f"clip{clip}/mask2former/frame_queries_to_genvis"][0], f"clip {clip} fq"
+        )
         query_in = decoder.query_features.weight if clip == 0 else out.propagated_queries[0, clip - 1]
         _close(query_in, ref[f"clip{clip}/genvis/output_q_in"][:, 0], f"clip {clip} query in")
         assert int(ref[f"clip{clip}/genvis/num_memory_entries_in"]) == clip

@@ -27,7 +27,7 @@ def test_input_layouts_give_the_same_pixels(layout):
     frames = np.random.default_rng(0).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
     reference = GenVISVideoProcessor()(videos=[frames], do_resize=False, return_tensors="pt")["pixel_values"]
     video = {"THWC_numpy": frames, "TCHW_tensor": torch.from_numpy(frames).permute(0, 3, 1, 2),
-             "frame_list": [f for f in frames]}[layout]  # fmt: skip
+             "frame_list": list(frames)}[layout]  # fmt: skip
     out = GenVISVideoProcessor()(videos=[video], do_resize=False, return_tensors="pt")["pixel_values"]
     assert torch.equal(out, reference)
 
@@ -135,7 +135,9 @@ def test_one_source_of_truth_for_resize_and_normalisation(tmp_path):
     processor = GenVISVideoProcessor.from_preset("genvis-swinl-ovis")
     assert (processor.size["shortest_edge"], processor.test_topk) == (448, 20)
     config = GenVISConfig.from_preset("genvis-swinl-ovis")
-    assert not any(hasattr(config, key) for key in ("test_min_size", "test_max_size", "image_mean", "image_std", "test_topk"))
+    assert not any(
+        hasattr(config, key) for key in ("test_min_size", "test_max_size", "image_mean", "image_std", "test_topk")
+    )
     with pytest.raises(TypeError, match="GenVISConfig got test_min_size: video-processor settings"):
         GenVISConfig(test_min_size=448)
     config.save_pretrained(tmp_path)

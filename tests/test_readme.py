@@ -27,7 +27,9 @@ def workspace(tmp_path_factory):
         install_to_cache(tiny_model_path(), name, cache_dir=root / "hf_home" / "hub")
     write_video(root / "video.mp4", demo_frames(), fps=10)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_HOME=str(root / "hf_home"), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT / "src"), OMP_NUM_THREADS="1")
+    env.update(
+        HF_HOME=str(root / "hf_home"), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT / "src"), OMP_NUM_THREADS="1"
+    )
     return root, env
 
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, tiny_config_kwargs
+
 from genvis_hf import GenVISConfig, GenVISForVideoInstanceSegmentation, GenVISVideoProcessor
 from genvis_hf.data import (
     ClipAugmentation,

@@ -52,7 +52,10 @@ def test_fine_tuning_from_a_mask2former_with_tensorboard_and_a_model_index_card(
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     # transformers' logging carries the run's INFO lines (its handler, genvis_hf's loggers under "transformers.")
-    assert "initialised from Mask2Former" in completed.stderr and "re-initialised for another label set" in completed.stderr
+    assert (
+        "initialised from Mask2Former" in completed.stderr
+        and "re-initialised for another label set" in completed.stderr
+    )
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     assert summary["step"] == 2 and "AP" in summary["metrics"]
 
@@ -75,7 +78,9 @@ def test_fine_tuning_from_a_mask2former_with_tensorboard_and_a_model_index_card(
         for tag in accumulator.Tags()["scalars"]:
             scalars[tag] = [(e.step, e.value) for e in accumulator.Scalars(tag)]
     assert [step for step, _ in scalars["train/loss"]] == [1, 2]
-    assert scalars["train/loss"][0][1] == pytest.approx(json.loads((out / "training_log.jsonl").read_text().splitlines()[0])["loss"], rel=1e-5)
+    assert scalars["train/loss"][0][1] == pytest.approx(
+        json.loads((out / "training_log.jsonl").read_text().splitlines()[0])["loss"], rel=1e-5
+    )
     assert {"train/learning_rate", "eval/AP", "eval/AP50"} <= set(scalars)
 
     # the converter's card builder, with a model-index holding the final evaluation (in %)

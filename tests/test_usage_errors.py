@@ -118,10 +118,20 @@ def _break_model(folder, damage: str) -> None:
     ("damage", "expected"),
     [
         ("truncated weights", "the model cannot be loaded (SafetensorError: "),
-        ("wrong shape", ("the weights do not match config.json: 1 weights of another shape than config.json gives "
-                         "(model.backbone.stages.0.0.conv2.norm.weight (3, 3) vs (16,))")),
-        ("missing and unknown weights", ("1 weights missing from the file (model.backbone.stages.0.0.conv2.norm.weight)"
-                                         "; 1 weights the model does not have (model.extra.weight)")),
+        (
+            "wrong shape",
+            (
+                "the weights do not match config.json: 1 weights of another shape than config.json gives "
+                "(model.backbone.stages.0.0.conv2.norm.weight (3, 3) vs (16,))"
+            ),
+        ),
+        (
+            "missing and unknown weights",
+            (
+                "1 weights missing from the file (model.backbone.stages.0.0.conv2.norm.weight)"
+                "; 1 weights the model does not have (model.extra.weight)"
+            ),
+        ),
         ("negative query count", "invalid config.json: num_clip_queries must be an integer >= 1, got -5"),
         ("config is not json", "config.json cannot be read ("),
         ("no config", "a folder without config.json"),

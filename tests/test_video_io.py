@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import shared_dir
 from PIL import Image
 
-from conftest import shared_dir
 from genvis_hf.processing.video_io import AtomicOutput, VideoInputError, VideoReader, read_video, write_video
 
 TREE = shared_dir() / "data" / "videos" / "tree.avi"
@@ -44,10 +44,10 @@ def test_in_memory_forms(form, tree_frames):
         "float_0_1": frames.astype(np.float32) / 255,
         "float_0_255": frames.astype(np.float32),
         "gray": frames[..., 0],
-        "rgba": np.concatenate([frames, np.full(frames.shape[:3] + (1,), 7, np.uint8)], -1),
+        "rgba": np.concatenate([frames, np.full((*frames.shape[:3], 1), 7, np.uint8)], -1),
     }[form]
     if form == "gray":
-        video = [f for f in video]  # a list of 2-D frames
+        video = list(video)  # a list of 2-D frames
         expected = np.repeat(frames[..., :1], 3, -1).astype(np.float32)
     out = read_video(video).astype(np.float32)
     np.testing.assert_allclose(out, expected, atol=1e-3)
@@ -111,10 +111,9 @@ def test_atomic_writes_leave_nothing_on_failure(tmp_path):
 
     with pytest.raises(RuntimeError):
         write_video(tmp_path / "out.mp4", failing_frames())
-    with pytest.raises(RuntimeError):
-        with AtomicOutput(tmp_path / "out.json") as temp:
-            temp.write_text("[")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), AtomicOutput(tmp_path / "out.json") as temp:
+        temp.write_text("[")
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     path = write_video(tmp_path / "ok.mp4", (np.full((33, 47, 3), i * 20, np.uint8) for i in range(5)), fps=5)
     assert len(read_video(path)) == 5
@@ -165,5 +164,5 @@ def test_sixteen_bit_frames_read_as_their_eight_bit_values(tmp_path, tree_frames
     assert np.array_equal(read_frame(str(tmp_path / "gray16" / "1.png")), expected[1])
     floats = Image.fromarray(gray[0].astype(np.float32) / 255)  # mode F, 0-1
     assert np.abs(read_video([floats]).astype(np.float32) - expected[:1]).max() < 1e-3
-    with pytest.raises(VideoInputError, match="float pixels outside 0..255"):
+    with pytest.raises(VideoInputError, match=r"float pixels outside 0\.\.255"):
         read_video([np.full((4, 4, 3), 300.0, np.float32)])

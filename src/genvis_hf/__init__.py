@@ -11,9 +11,9 @@ from .configuration import GenVISConfig
 from .modeling import ClipMemory, GenVISForVideoInstanceSegmentation, GenVISModel, GenVISModelOutput
 from .ops.ms_deform_attn.backends import register_backends
 from .optimization import register_fast_path
+from .pipelines import VideoInstanceSegmentationPipeline, register_pipeline
 from .processing import GenVISVideoProcessor
 from .processing.rle import decode_masks
-from .pipelines import VideoInstanceSegmentationPipeline, register_pipeline
 
 register_auto_classes()
 register_backends()  # the jit / kernels deformable attention backends

@@ -23,8 +23,10 @@ _COMMANDS = {
     "train": ("genvis_hf.training.train:add_train_command", "train or fine-tune GenVIS on YouTube-VIS-format data"),
     "evaluate": ("genvis_hf.training.evaluate:add_evaluate_command", "run a model on a data set and report video AP"),
     "demo": ("genvis_hf.demo.command:add_demo_command", "serve a web demo that segments uploaded videos (Gradio)"),
-    "make-synthetic": ("genvis_hf.data.synthetic:add_make_synthetic_command",
-                       "write a synthetic YouTube-VIS-format data set of moving shapes"),
+    "make-synthetic": (
+        "genvis_hf.data.synthetic:add_make_synthetic_command",
+        "write a synthetic YouTube-VIS-format data set of moving shapes",
+    ),
 }
 
 

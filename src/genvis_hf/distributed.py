@@ -34,8 +34,10 @@ def single_process_launch_note() -> str | None:
     """A note when `accelerate launch --cpu` started this as its only process: asking it for N processes
     starts one without an mpirun hostfile, which looks like "no split"."""
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and launched_world_size() == 1:
-        return ("note: 1 process: `accelerate launch --cpu` starts a single process without an mpirun hostfile; "
-                "for N CPU processes use `accelerate launch --multi_gpu --num_processes N ... --device cpu`")
+        return (
+            "note: 1 process: `accelerate launch --cpu` starts a single process without an mpirun hostfile; "
+            "for N CPU processes use `accelerate launch --multi_gpu --num_processes N ... --device cpu`"
+        )
     return None
 
 

@@ -24,7 +24,9 @@ def _examples(keys) -> str:
 def _weight_problems(info: dict) -> list[str]:
     problems = []
     if info.get("missing_keys"):
-        problems.append(f"{len(info['missing_keys'])} weights missing from the file ({_examples(info['missing_keys'])})")
+        problems.append(
+            f"{len(info['missing_keys'])} weights missing from the file ({_examples(info['missing_keys'])})"
+        )
     if info.get("mismatched_keys"):
         shapes = [f"{key} {tuple(saved)} vs {tuple(expected)}" for key, saved, expected in info["mismatched_keys"]]
         problems.append(f"{len(shapes)} weights of another shape than config.json gives ({_examples(shapes)})")

@@ -49,9 +49,15 @@ class VideoInstanceSegmentationPipeline(Pipeline):
                              target_size=None, allow_truncated=None, progress=None, **kwargs):  # fmt: skip
         forward = {
             key: value
-            for key, value in dict(threshold=threshold, top_k=top_k, clip_length=clip_length, max_frames=max_frames,
-                                   target_size=target_size, allow_truncated=allow_truncated,
-                                   progress=progress).items()  # fmt: skip
+            for key, value in dict(
+                threshold=threshold,
+                top_k=top_k,
+                clip_length=clip_length,
+                max_frames=max_frames,
+                target_size=target_size,
+                allow_truncated=allow_truncated,
+                progress=progress,
+            ).items()
             if value is not None
         }
         postprocess = {"return_rle": return_rle} if return_rle is not None else {}

@@ -46,23 +46,30 @@ def add_segment_command(parser: argparse.ArgumentParser):
 
     parser.description = "Segment and track every object of videos (files or frame directories)."
     parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_FRAMES_DIR")
-    parser.add_argument("--demo", action="store_true", help="segment the bundled synthetic demo video (with the "
-                        "bundled model unless --model is given)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="segment the bundled synthetic demo video (with the bundled model unless --model is given)",
+    )
     parser.add_argument("--model", help="model directory or installed name (default: the bundled genvis-tiny)")
     parser.add_argument("--output-dir", required=True, type=Path)
     parser.add_argument("--overlay", action="store_true", help="also write OUT/NAME.mp4 with the instances drawn")
     parser.add_argument("--gif", action="store_true", help="also write OUT/NAME.gif (implies --overlay)")
     parser.add_argument("--device", default="cpu", type=torch_device, help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--clip-length", type=positive_int,
-                        help="frames per clip (1 online, 3 semi-online; default: model's)")
+    parser.add_argument(
+        "--clip-length", type=positive_int, help="frames per clip (1 online, 3 semi-online; default: model's)"
+    )
     parser.add_argument("--max-frames", type=positive_int, help="segment only the first N frames")
-    parser.add_argument("--fps", type=positive_float,
-                        help="overlay frame rate (default: the source's frame timing, else 10)")
-    parser.add_argument("--threshold", type=score_threshold, default=0.0,
-                        help="keep instances scoring above this (0-1)")
+    parser.add_argument(
+        "--fps", type=positive_float, help="overlay frame rate (default: the source's frame timing, else 10)"
+    )
+    parser.add_argument(
+        "--threshold", type=score_threshold, default=0.0, help="keep instances scoring above this (0-1)"
+    )
     parser.add_argument("--top-k", type=positive_int, help="instances per video (default: the model's test_topk)")
-    parser.add_argument("--overlay-threshold", type=unit_fraction, default=0.5,
-                        help="draw instances scoring at least this (0-1)")
+    parser.add_argument(
+        "--overlay-threshold", type=unit_fraction, default=0.5, help="draw instances scoring at least this (0-1)"
+    )
     parser.add_argument("--allow-truncated", action="store_true", help="segment the decodable part of truncated files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return run_segment

@@ -56,7 +56,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.linear_route not in LINEAR_ROUTES:
             raise ValueError(f"linear_route must be one of {LINEAR_ROUTES}, got {self.linear_route!r}")
-        if isinstance(self.frames_per_call, bool) or not isinstance(self.frames_per_call, int) or self.frames_per_call < 1:
+        if (
+            isinstance(self.frames_per_call, bool)
+            or not isinstance(self.frames_per_call, int)
+            or self.frames_per_call < 1
+        ):
             raise ValueError(f"frames_per_call must be a positive integer, got {self.frames_per_call!r}")
         for name in ("optimize_on_eval", "compiled_ops", "fused_conv", "tune_allocator"):
             if not isinstance(getattr(self, name), bool):

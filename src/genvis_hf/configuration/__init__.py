@@ -1,4 +1,4 @@
 from .configuration_genvis import GenVISConfig
 from .presets import MODEL_ZOO, PRESETS
 
-__all__ = ["GenVISConfig", "MODEL_ZOO", "PRESETS"]
+__all__ = ["MODEL_ZOO", "PRESETS", "GenVISConfig"]

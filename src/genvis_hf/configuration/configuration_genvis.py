@@ -307,7 +307,9 @@ class GenVISConfig(PretrainedConfig):
         """`PretrainedConfig.from_dict`, ignoring the processor settings that earlier config files carried."""
         moved = [key for key in PROCESSOR_FIELDS if key in config_dict]
         if moved:
-            logger.info_once(f"GenVISConfig: ignoring {', '.join(moved)} (video-processor settings; see GenVISVideoProcessor)")
+            logger.info_once(
+                f"GenVISConfig: ignoring {', '.join(moved)} (video-processor settings; see GenVISVideoProcessor)"
+            )
             config_dict = {k: v for k, v in config_dict.items() if k not in PROCESSOR_FIELDS}
         return super().from_dict(config_dict, **kwargs)
 

@@ -21,19 +21,27 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                              "--push-to-hub and no --output, no directory is kept)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--no-verify", action="store_true", help="skip reloading and running the converted model")
-    parser.add_argument("--verbose", action="store_true",
-                        help="on a key mismatch, list every offending key (default: counts and the first keys)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="on a key mismatch, list every offending key (default: counts and the first keys)",
+    )
     hub = parser.add_argument_group("Hugging Face Hub")
     hub.add_argument("--install", action="store_true",
                      help="install the model in the Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub) so that "
                           "from_pretrained(NAME) finds it offline")  # fmt: skip
-    hub.add_argument("--name", metavar="REPO_ID",
-                     help="name to install under with --install: 'name' or 'org/name' (default: the preset)")
+    hub.add_argument(
+        "--name",
+        metavar="REPO_ID",
+        help="name to install under with --install: 'name' or 'org/name' (default: the preset)",
+    )
     hub.add_argument("--cache-dir", help="hub cache directory for --install (default: $HF_HUB_CACHE or $HF_HOME/hub)")
     hub.add_argument("--export-code", action="store_true",
                      help="also write the model code and auto_map, so trust_remote_code=True loads the model "
                           "without genvis_hf")  # fmt: skip
-    hub.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the converted model to this Hub repo (one commit)")
+    hub.add_argument(
+        "--push-to-hub", metavar="REPO_ID", help="upload the converted model to this Hub repo (one commit)"
+    )
     hub.add_argument("--private", action="store_true", help="create the Hub repo as private (with --push-to-hub)")
     return parser
 
@@ -97,7 +105,9 @@ def run_convert(args: argparse.Namespace) -> int:
     if temp_root is not None:
         remove_abandoned(temp_root.parent, "genvis-convert-")  # left by a conversion killed with SIGKILL
         temp_root.mkdir(mode=0o700)
-    output = Path(args.output or args.preset or Path(args.checkpoint).stem) if keep_output else temp_root / (name or "model")
+    output = (
+        Path(args.output or args.preset or Path(args.checkpoint).stem) if keep_output else temp_root / (name or "model")
+    )
     try:
         try:
             report = convert_checkpoint(
@@ -115,8 +125,12 @@ def run_convert(args: argparse.Namespace) -> int:
         print(
             f"converted {report.num_tensors} tensors ({report.num_parameters / 1e6:.1f} M parameters) -> "
             f"{where} (dropped loss-only buffers: {', '.join(report.dropped_keys) or 'none'})"
-            + (f"; exported {len(report.remote_code_files)} code files for trust_remote_code (they import: "
-               f"{', '.join(report.remote_code_requirements)})" if report.remote_code_files else "")
+            + (
+                f"; exported {len(report.remote_code_files)} code files for trust_remote_code (they import: "
+                f"{', '.join(report.remote_code_requirements)})"
+                if report.remote_code_files
+                else ""
+            )
         )
         if args.install:
             from ..hub.cache import install_to_cache
@@ -136,9 +150,12 @@ def run_convert(args: argparse.Namespace) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 if temp_root is not None:  # keep the conversion: the push can be retried without redoing it
                     temp_root = None
-                    print(f"the converted model is kept in {report.output_dir}; retry with: python -c \"from "
-                          f"genvis_hf.hub import push_to_hub; push_to_hub('{report.output_dir}', "
-                          f"'{args.push_to_hub}')\"", file=sys.stderr)
+                    print(
+                        f'the converted model is kept in {report.output_dir}; retry with: python -c "from '
+                        f"genvis_hf.hub import push_to_hub; push_to_hub('{report.output_dir}', "
+                        f"'{args.push_to_hub}')\"",
+                        file=sys.stderr,
+                    )
                 return 1
             print(f"pushed to {result.repo_id}: {result.commit_url}")
         return 0

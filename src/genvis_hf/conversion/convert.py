@@ -1,10 +1,10 @@
 """Convert an original GenVIS (detectron2) checkpoint into a `save_pretrained` directory.
 
-    checkpoint.pth (+ original config YAML or preset name)
-      -> GenVISConfig, state dict with every key mapped explicitly (see `key_map`)
-      -> temporary directory: config.json, model.safetensors, video_preprocessor_config.json, README.md (model
-         card with the conversion provenance) [+ the flat model code for trust_remote_code, `export_code=True`]
-      -> reload + run check -> atomic rename to the output directory (nothing half-written on failure)
+checkpoint.pth (+ original config YAML or preset name)
+  -> GenVISConfig, state dict with every key mapped explicitly (see `key_map`)
+  -> temporary directory: config.json, model.safetensors, video_preprocessor_config.json, README.md (model
+     card with the conversion provenance) [+ the flat model code for trust_remote_code, `export_code=True`]
+  -> reload + run check -> atomic rename to the output directory (nothing half-written on failure)
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ def build_processor(*, preset: str | None = None, original_config: str | Path | 
     return GenVISVideoProcessor(**kwargs)
 
 
-def convert_state_dict(original: dict[str, torch.Tensor], model: GenVISModel) -> tuple[dict[str, torch.Tensor], list[str]]:
+def convert_state_dict(
+    original: dict[str, torch.Tensor], model: GenVISModel
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map every original key onto `model`'s state dict.
 
     Returns the converted state dict (our names) and the dropped loss-only keys. Raises `ConversionError`
@@ -245,7 +247,9 @@ def convert_checkpoint(
             from ..hub.model_card import build_model_card, checkpoint_provenance, write_model_card
 
             provenance = checkpoint_provenance(
-                checkpoint, preset=preset, original_config=original_config if isinstance(original_config, (str, Path)) else None
+                checkpoint,
+                preset=preset,
+                original_config=original_config if isinstance(original_config, (str, Path)) else None,
             )
             card = build_model_card(config, repo_id=repo_id or preset or output_dir.name, preset=preset,
                                     processor=processor, provenance=provenance, remote_code=export_code,

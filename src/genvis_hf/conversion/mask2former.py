@@ -224,7 +224,10 @@ def _one_to_one_rules(backbone_type: str, num_fpn_levels: int) -> list[tuple[str
 # Packed projections: the GenVIS tensor is the concatenation (dim 0) of the q, k, v tensors named by the pattern.
 _PACKED_RULES: list[tuple[str, str]] = [
     (_SWIN_BLOCK + r"attention\.(?P<part>[qkv])_proj\.(weight|bias)", r"backbone.layers.\1.blocks.\2.attn.qkv.\4"),
-    (_LAYER + r"self_attn\.(?P<part>[qkv])_proj\.(weight|bias)", r"frame_decoder.layers.\1.self_attn.attention.in_proj_\3"),
+    (
+        _LAYER + r"self_attn\.(?P<part>[qkv])_proj\.(weight|bias)",
+        r"frame_decoder.layers.\1.self_attn.attention.in_proj_\3",
+    ),
 ]
 
 
@@ -243,7 +246,9 @@ def convert_mask2former_state_dict(
     `Mask2FormerInitError` listing every key no rule explains or whose shape differs. The frame class head is
     re-initialised when `keep_class_head` is False or its size differs (another label set)."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    rules = [(re.compile(p), r) for p, r in _one_to_one_rules(model.config.backbone_type, model.pixel_decoder.num_fpn_levels)]
+    rules = [
+        (re.compile(p), r) for p, r in _one_to_one_rules(model.config.backbone_type, model.pixel_decoder.num_fpn_levels)
+    ]
     packed_rules = [(re.compile(p), r) for p, r in _PACKED_RULES]
     report = Mask2FormerInitReport(source="")
     converted: dict[str, torch.Tensor] = {}
@@ -289,7 +294,9 @@ def convert_mask2former_state_dict(
             unexplained.append(f"{report.mapped[target][0]} (-> {target}, which this GenVIS model does not have)")
             del converted[target], report.mapped[target]
         elif tuple(value.shape) != expected[target] and target not in CLASS_HEAD_KEYS:
-            mismatched.append(f"{', '.join(report.mapped[target])}: {tuple(value.shape)} vs GenVIS {expected[target]} ({target})")
+            mismatched.append(
+                f"{', '.join(report.mapped[target])}: {tuple(value.shape)} vs GenVIS {expected[target]} ({target})"
+            )
     for target in CLASS_HEAD_KEYS:  # another label set: the head starts afresh, as fine-tuning does
         if target in converted and (not keep_class_head or tuple(converted[target].shape) != expected[target]):
             del converted[target], report.mapped[target]
@@ -306,7 +313,9 @@ def convert_mask2former_state_dict(
     problems = [f"{len(keys)} {title}: {'; '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
                 for title, keys in (("unexplained Mask2Former keys", unexplained), ("mismatches", mismatched)) if keys]  # fmt: skip
     if problems:
-        raise Mask2FormerInitError("the Mask2Former checkpoint does not fit this GenVIS config: " + " | ".join(problems))
+        raise Mask2FormerInitError(
+            "the Mask2Former checkpoint does not fit this GenVIS config: " + " | ".join(problems)
+        )
     return converted, report
 
 
@@ -319,7 +328,11 @@ def load_mask2former(source, **from_pretrained_kwargs):
     try:
         return Mask2FormerForUniversalSegmentation.from_pretrained(str(source), **from_pretrained_kwargs).eval()
     except (OSError, ValueError) as error:
-        where = "directory" if Path(str(source)).is_dir() else "name (not in the Hugging Face cache, and offline or not on the Hub)"
+        where = (
+            "directory"
+            if Path(str(source)).is_dir()
+            else "name (not in the Hugging Face cache, and offline or not on the Hub)"
+        )
         raise Mask2FormerInitError(
             f"cannot load Mask2Former {source!s} as a {where}: {str(error).splitlines()[0][:200]}"
         ) from error
@@ -341,11 +354,17 @@ def init_from_mask2former(source, *, mask2former=None, **config_overrides: Any):
     model = GenVISForVideoInstanceSegmentation(config)
     names = [str(config.id2label[i]) for i in range(config.num_labels)]
     same_labels = names == [str(mask2former.config.id2label[i]) for i in range(mask2former.config.num_labels)]
-    converted, report = convert_mask2former_state_dict(mask2former.state_dict(), model.model, keep_class_head=same_labels)
+    converted, report = convert_mask2former_state_dict(
+        mask2former.state_dict(), model.model, keep_class_head=same_labels
+    )
     report.source = str(source)
     loaded = model.model.load_state_dict(converted, strict=False)
     # every converted key was checked against the model's, and every key left out is accounted for
-    assert not loaded.unexpected_keys and set(loaded.missing_keys) == {*report.new, *report.computed, *report.reinitialised}
+    assert not loaded.unexpected_keys and set(loaded.missing_keys) == {
+        *report.new,
+        *report.computed,
+        *report.reinitialised,
+    }
     model.apply_freeze_detector()
     return model, report
 

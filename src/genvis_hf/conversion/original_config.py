@@ -169,7 +169,10 @@ def processor_kwargs_from_original(source: str | Path | dict) -> dict[str, Any]:
     top-k per video and the padding multiple (the model config holds none of the first three)."""
     cfg = load_original_config(source)
     return {
-        "size": {"shortest_edge": int(_get(cfg, "INPUT.MIN_SIZE_TEST")), "longest_edge": int(_get(cfg, "INPUT.MAX_SIZE_TEST"))},
+        "size": {
+            "shortest_edge": int(_get(cfg, "INPUT.MIN_SIZE_TEST")),
+            "longest_edge": int(_get(cfg, "INPUT.MAX_SIZE_TEST")),
+        },
         "image_mean": [float(v) for v in _get(cfg, "MODEL.PIXEL_MEAN")],
         "image_std": [float(v) for v in _get(cfg, "MODEL.PIXEL_STD")],
         "test_topk": int(_get(cfg, "TEST.DETECTIONS_PER_IMAGE")),

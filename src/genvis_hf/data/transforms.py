@@ -37,7 +37,7 @@ def sample_frame_indices(length: int, num_frames: int, frame_range: int, rng: np
 def default_train_sizes(test_min_size: int) -> list[int]:
     """Short-edge sizes for training around the test size, like the original's (288..512 for test size 360):
     0.8x to 1.2x of `test_min_size` in 5 steps, multiples of 8."""
-    return sorted({max(32, int(round(test_min_size * r / 8)) * 8) for r in (0.8, 0.9, 1.0, 1.1, 1.2)})
+    return sorted({max(32, round(test_min_size * r / 8) * 8) for r in (0.8, 0.9, 1.0, 1.1, 1.2)})
 
 
 @dataclass
@@ -85,8 +85,8 @@ class ClipAugmentation:
     def _crop_window(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         if rng.random() >= self.crop_prob:
             return 0, 0, height, width
-        crop_h = max(1, int(round(height * rng.uniform(*self.crop_fraction))))
-        crop_w = max(1, int(round(width * rng.uniform(*self.crop_fraction))))
+        crop_h = max(1, round(height * rng.uniform(*self.crop_fraction)))
+        crop_w = max(1, round(width * rng.uniform(*self.crop_fraction)))
         return int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1)), crop_h, crop_w
 
 

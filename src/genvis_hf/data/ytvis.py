@@ -158,7 +158,9 @@ def _build(generator, annotations, images_dir, cache_dir) -> VideoDataset:
     return VideoDataset(videos=videos, categories=categories, annotations_path=annotations, images_dir=images_dir)
 
 
-def load_ytvis(annotations: str | os.PathLike, images_dir: str | os.PathLike, cache_dir: str | None = None) -> VideoDataset:
+def load_ytvis(
+    annotations: str | os.PathLike, images_dir: str | os.PathLike, cache_dir: str | None = None
+) -> VideoDataset:
     """A YouTube-VIS-format data set (YouTube-VIS 2019/2021, OVIS): `annotations` JSON with `videos` (each with
     `file_names` relative to `images_dir`), `annotations` (per-frame `segmentations`: RLE, compressed RLE,
     polygons or null) and `categories`."""

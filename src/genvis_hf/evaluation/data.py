@@ -38,16 +38,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .errors import YTVISFormatError
 from .rle import RLE, measure_rles, normalize_track
 
-PathLike = Union[str, os.PathLike]
-GroundTruthSource = Union[PathLike, Mapping[str, Any]]
-ResultsSource = Union[PathLike, Sequence[Mapping[str, Any]]]
+PathLike = str | os.PathLike
+GroundTruthSource = PathLike | Mapping[str, Any]
+ResultsSource = PathLike | Sequence[Mapping[str, Any]]
 
 _ANNOTATION_KEYS = ("id", "video_id", "category_id", "iscrowd", "segmentations", "areas")
 _RESULT_KEYS = ("video_id", "category_id", "score", "segmentations")

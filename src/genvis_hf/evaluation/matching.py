@@ -74,7 +74,7 @@ def video_overlaps(dets: Sequence[Track], gts: Sequence[Track]) -> tuple[np.ndar
         block = np.rint(ratio * det_areas[rows, t][:, None]).astype(np.int64)
         index = np.ix_(rows, cols)
         if special is not None:
-            block[special[0][index + (t,)]] = 0
+            block[special[0][(*index, t)]] = 0
         inter[index] += block
     union = det_areas.sum(1)[:, None] + gt_areas.sum(1)[None, :] - inter
     if special is None:

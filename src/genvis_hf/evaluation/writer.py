@@ -21,14 +21,14 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from ..utils.files import PendingFile
 from .rle import encode_masks
 
-LabelMap = Union[Sequence[int], Mapping[int, int], None]
+LabelMap = Sequence[int] | Mapping[int, int] | None
 #: Name of the JSON file inside a CodaLab submission archive.
 ARCHIVE_MEMBER = "results.json"
 

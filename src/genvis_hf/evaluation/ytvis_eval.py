@@ -60,7 +60,7 @@ _SUFFIX = {"small": "s", "medium": "m", "large": "l"}
 
 def metric_keys(max_dets: Sequence[int] = DEFAULT_MAX_DETS) -> list[str]:
     """Names of the scalar metrics, in the official ``stats`` order (AR keys follow ``max_dets``)."""
-    ar = [f"AR{m}" for m in sorted(set(int(m) for m in max_dets))]
+    ar = [f"AR{m}" for m in sorted({int(m) for m in max_dets})]
     return ["AP", "AP50", "AP75", "APs", "APm", "APl", *ar, "ARs", "ARm", "ARl"]
 
 
@@ -78,7 +78,7 @@ class _PairEval:
 
 
 def _check_options(max_dets: Sequence[int], area_ranges: Mapping[str, tuple[float, float]]) -> list[int]:
-    dets = sorted(set(int(m) for m in max_dets))
+    dets = sorted({int(m) for m in max_dets})
     if not dets or dets[0] < 1:
         raise ValueError(f"max_dets must hold positive integers, got {list(max_dets)}")
     if set(area_ranges) != set(_AREA_LABELS):
@@ -281,9 +281,7 @@ def ytvis_evaluate(
     precision, recall = _accumulate(evals, category_ids, len(ranges), dets_limits)
     metrics: dict[str, object] = dict(_summarize(precision, recall, dets_limits))
     names = _category_names(gt.categories)
-    metrics["per_category_AP"] = {
-        names[c]: _mean_valid(precision[:, :, k, 0, -1]) for k, c in enumerate(category_ids)
-    }
+    metrics["per_category_AP"] = {names[c]: _mean_valid(precision[:, :, k, 0, -1]) for k, c in enumerate(category_ids)}
     return metrics
 
 

@@ -227,14 +227,24 @@ def build_model_card(
     eval_results = []
     if metrics and dataset_id:
         eval_results = [
-            EvalResult(task_type=PIPELINE_TAG, task_name=TASK_NAME, dataset_type=dataset_id,
-                       dataset_name=dataset_name, dataset_split=dataset_split, metric_type=name, metric_name=name,
-                       metric_value=float(value),
-                       # the Hub wants a source as name + url: without a url it is named in the card text only
-                       source_name=metrics_source if metrics_source_url else None, source_url=metrics_source_url)  # fmt: skip
+            EvalResult(
+                task_type=PIPELINE_TAG,
+                task_name=TASK_NAME,
+                dataset_type=dataset_id,
+                dataset_name=dataset_name,
+                dataset_split=dataset_split,
+                metric_type=name,
+                metric_name=name,
+                metric_value=float(value),
+                # the Hub wants a source as name + url: without a url it is named in the card text only
+                source_name=metrics_source if metrics_source_url else None,
+                source_url=metrics_source_url,
+            )
             for name, value in _ordered_metrics(metrics)
         ]
-    tags = list(TAGS) + ([dataset] if dataset and dataset not in TAGS else []) + (["custom_code"] if remote_code else [])
+    tags = (
+        list(TAGS) + ([dataset] if dataset and dataset not in TAGS else []) + (["custom_code"] if remote_code else [])
+    )
     card_data = ModelCardData(
         license=LICENSE,
         library_name="transformers",
@@ -268,18 +278,24 @@ def build_model_card(
         f"# {title}",
         summary,
         f"Paper: [{PAPER}]({PAPER}). Original code and weights: [{ORIGINAL_REPOSITORY}]({ORIGINAL_REPOSITORY}).",
-        "## Model\n\n" + "\n".join([
-            "| | |", "|---|---|",
-            f"| backbone | {backbone} |",
-            f"| inference | {mode} |",
-            f"| queries | {config.num_frame_queries} per frame, {config.num_clip_queries} per clip |",
-            *_processor_rows(processor if processor is not None else _preset_processor(preset)),
-            f"| classes ({len(classes)}) | {', '.join(classes)} |",
-        ]),
+        "## Model\n\n"
+        + "\n".join(
+            [
+                "| | |",
+                "|---|---|",
+                f"| backbone | {backbone} |",
+                f"| inference | {mode} |",
+                f"| queries | {config.num_frame_queries} per frame, {config.num_clip_queries} per clip |",
+                *_processor_rows(processor if processor is not None else _preset_processor(preset)),
+                f"| classes ({len(classes)}) | {', '.join(classes)} |",
+            ]
+        ),
         _usage(repo_id, remote_code, remote_code_requirements).rstrip(),
     ]
     if metrics:
-        rows = ["| metric | value |", "|---|---|"] + [f"| {name} | {value:g} |" for name, value in _ordered_metrics(metrics)]
+        rows = ["| metric | value |", "|---|---|"] + [
+            f"| {name} | {value:g} |" for name, value in _ordered_metrics(metrics)
+        ]
         where = f"{dataset_name} {dataset_split}" if dataset_name else dataset_split
         source = f" Source: [{metrics_source}]({metrics_source_url})." if metrics_source and metrics_source_url else (
             f" Source: {metrics_source}." if metrics_source else "")  # fmt: skip

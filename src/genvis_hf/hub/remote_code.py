@@ -47,7 +47,10 @@ PACKAGE = "genvis_hf"
 AUTO_MAP = {
     "AutoConfig": ("genvis_hf.configuration.configuration_genvis", "GenVISConfig"),
     "AutoModel": ("genvis_hf.modeling.modeling_genvis", "GenVISModel"),
-    "AutoModelForVideoInstanceSegmentation": ("genvis_hf.modeling.modeling_genvis", "GenVISForVideoInstanceSegmentation"),
+    "AutoModelForVideoInstanceSegmentation": (
+        "genvis_hf.modeling.modeling_genvis",
+        "GenVISForVideoInstanceSegmentation",
+    ),
     "AutoVideoProcessor": ("genvis_hf.processing.video_processing_genvis", "GenVISVideoProcessor"),
 }
 HEADER = "# Exported from {module} (genvis_hf {version}) by genvis_hf.hub.export_remote_code: do not edit.\n"

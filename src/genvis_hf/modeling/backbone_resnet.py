@@ -61,12 +61,19 @@ class BottleneckBlock(GradientCheckpointingLayer):
                  num_groups: int, stride_in_1x1: bool, dilation: int, norm: str = "FrozenBN"):  # fmt: skip
         super().__init__()
         self.shortcut = (
-            ConvFrozenBN(in_channels, out_channels, 1, stride=stride, norm=norm) if in_channels != out_channels else None
+            ConvFrozenBN(in_channels, out_channels, 1, stride=stride, norm=norm)
+            if in_channels != out_channels
+            else None
         )
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = ConvFrozenBN(in_channels, bottleneck_channels, 1, stride=stride_1x1, norm=norm)
         self.conv2 = ConvFrozenBN(
-            bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3, dilation=dilation, groups=num_groups,
+            bottleneck_channels,
+            bottleneck_channels,
+            3,
+            stride=stride_3x3,
+            dilation=dilation,
+            groups=num_groups,
             norm=norm,
         )
         self.conv3 = ConvFrozenBN(bottleneck_channels, out_channels, 1, norm=norm)
@@ -81,7 +88,9 @@ class BasicBlock(GradientCheckpointingLayer):
     def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str = "FrozenBN"):
         super().__init__()
         self.shortcut = (
-            ConvFrozenBN(in_channels, out_channels, 1, stride=stride, norm=norm) if in_channels != out_channels else None
+            ConvFrozenBN(in_channels, out_channels, 1, stride=stride, norm=norm)
+            if in_channels != out_channels
+            else None
         )
         self.conv1 = ConvFrozenBN(in_channels, out_channels, 3, stride=stride, norm=norm)
         self.conv2 = ConvFrozenBN(out_channels, out_channels, 3, norm=norm)
@@ -127,7 +136,13 @@ class GenVISResNetBackbone(nn.Module):
                 stride = first_stride if block_index == 0 else 1
                 if depth >= 50:
                     block = BottleneckBlock(
-                        in_channels, out_channels, bottleneck_channels, stride, num_groups, stride_in_1x1, dilation,
+                        in_channels,
+                        out_channels,
+                        bottleneck_channels,
+                        stride,
+                        num_groups,
+                        stride_in_1x1,
+                        dilation,
                         norm,
                     )
                 else:

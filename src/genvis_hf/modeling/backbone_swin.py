@@ -148,8 +148,16 @@ class SwinStage(nn.Module):
         self.window_size = window_size
         self.shift_size = window_size // 2
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else window_size // 2, mlp_ratio, qkv_bias,
-                      qk_scale, drop_path[i])  # fmt: skip
+            SwinBlock(
+                dim,
+                num_heads,
+                window_size,
+                0 if i % 2 == 0 else window_size // 2,
+                mlp_ratio,
+                qkv_bias,
+                qk_scale,
+                drop_path[i],
+            )
             for i in range(depth)
         )
         self.downsample = SwinPatchMerging(dim) if downsample else None
@@ -157,8 +165,8 @@ class SwinStage(nn.Module):
     def shift_attention_mask(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """`[nW, ws*ws, ws*ws]`: 0 within a region of the shifted image, -100 across regions."""
         ws, shift = self.window_size, self.shift_size
-        padded_h = int(math.ceil(height / ws)) * ws
-        padded_w = int(math.ceil(width / ws)) * ws
+        padded_h = math.ceil(height / ws) * ws
+        padded_w = math.ceil(width / ws) * ws
         image_mask = torch.zeros((1, padded_h, padded_w, 1), device=device)
         slices = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
         region = 0
@@ -223,8 +231,17 @@ class GenVISSwinBackbone(nn.Module):
         self.out_channels = [int(embed_dim * 2**i) for i in range(len(depths))]
         for i, depth in enumerate(depths):
             self.layers.append(
-                SwinStage(self.out_channels[i], depth, num_heads[i], window_size, mlp_ratio, qkv_bias, qk_scale,
-                          rates[sum(depths[:i]) : sum(depths[: i + 1])], downsample=i < len(depths) - 1)  # fmt: skip
+                SwinStage(
+                    self.out_channels[i],
+                    depth,
+                    num_heads[i],
+                    window_size,
+                    mlp_ratio,
+                    qkv_bias,
+                    qk_scale,
+                    rates[sum(depths[:i]) : sum(depths[: i + 1])],
+                    downsample=i < len(depths) - 1,
+                )
             )
         self.output_norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
 

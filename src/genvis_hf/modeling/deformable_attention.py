@@ -245,7 +245,12 @@ class MultiScaleDeformableAttention(nn.Module):
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         # The sampling runs in float32 whatever the model dtype: bf16 locations would be off by a quarter pixel.
         output = multi_scale_deformable_attention(
-            value.float(), spatial_shapes, spatial_shapes_list, level_start_index, locations.float(), weights.float(),
+            value.float(),
+            spatial_shapes,
+            spatial_shapes_list,
+            level_start_index,
+            locations.float(),
+            weights.float(),
             self.backend,
         ).to(value.dtype)  # [N, Lq, C]
         return self.output_proj(output)

@@ -95,7 +95,9 @@ class GenVISFrameDecoder(nn.Module):
         memories, memory_positions, sizes = [], [], []
         for level, (x, projection) in enumerate(zip(multi_scale_features, self.input_projections)):
             sizes.append(tuple(x.shape[-2:]))
-            position = sine_position_embedding(x.shape[0], x.shape[2], x.shape[3], self.hidden_dim // 2, x.device, x.dtype)
+            position = sine_position_embedding(
+                x.shape[0], x.shape[2], x.shape[3], self.hidden_dim // 2, x.device, x.dtype
+            )
             memory_positions.append(position.flatten(2).transpose(1, 2))  # [N, HW, C]
             memory = projection(x).permute(0, 2, 3, 1).flatten(1, 2)  # [N, HW, C]
             memories.append(memory + self.level_embed.weight[level])

@@ -38,7 +38,9 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> 
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
 
 
-def classification_loss(logits: torch.Tensor, target_classes: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, target_classes: torch.Tensor, class_weights: torch.Tensor
+) -> torch.Tensor:
     """Weighted cross-entropy of logits `[S, Q, K+1]` against `[S, Q]` classes ("no object" = K): the weighted
     mean `sum_i w_{y_i} CE_i / sum_i w_{y_i}`, so unmatched queries count `no_object_weight` each."""
     return F.cross_entropy(logits.float().transpose(1, 2), target_classes, class_weights)
@@ -116,7 +118,9 @@ def prepare_targets(labels: list[dict], num_frames: int, padded_size: tuple[int,
             raise ValueError(f"labels[{index}]: masks have {masks.shape[1]} frames, the video has {num_frames}")
         masks = masks[..., : padded_size[0], : padded_size[1]].float()
         masks = F.pad(masks, (0, padded_size[1] - masks.shape[-1], 0, padded_size[0] - masks.shape[-2]))
-        present = masks.flatten(2).any(-1) if masks.numel() else torch.zeros(masks.shape[:2], dtype=torch.bool, device=device)
+        present = (
+            masks.flatten(2).any(-1) if masks.numel() else torch.zeros(masks.shape[:2], dtype=torch.bool, device=device)
+        )
         keep = present.any(1)
         prepared.append(VideoTarget(labels=classes[keep], masks=masks[keep], present=present[keep]))
     return prepared
@@ -156,7 +160,9 @@ class GenVISLoss:
         num_heads = len(clips[0].frame_class_logits)
         last_heads = list(range(num_heads - config.frame_queries_last_layers, num_heads))
         compute_losses = not config.freeze_detector
-        loss_heads = set(range(num_heads) if config.frame_deep_supervision else [num_heads - 1]) if compute_losses else set()
+        loss_heads = (
+            set(range(num_heads) if config.frame_deep_supervision else [num_heads - 1]) if compute_losses else set()
+        )
         uses_similarity = config.use_similarity_heads and config.similarity_weight > 0
         heads = sorted(loss_heads | (set(last_heads) if uses_similarity else set()))
 
@@ -166,7 +172,9 @@ class GenVISLoss:
                 ids = target.present[:, t].nonzero().squeeze(1)
                 frame_targets.append({"labels": target.labels[ids], "masks": target.masks[ids, t], "ids": ids})
         device = clips[0].mask_features.device
-        num_masks = _num_masks(sum(len(f["ids"]) for f in frame_targets), device, self.reduce) if compute_losses else 1.0
+        num_masks = (
+            _num_masks(sum(len(f["ids"]) for f in frame_targets), device, self.reduce) if compute_losses else 1.0
+        )
         class_weights = self._class_weights(config.no_object_weight, device)
 
         losses, last_indices = {}, {}
@@ -222,7 +230,9 @@ class GenVISLoss:
                 valid = target.present[:, start : start + frames].any(1)
                 clip_targets.append({"labels": target.labels, "masks": target.masks[:, start : start + frames],
                                      "valid": valid, "new": valid & ~seen[g]})  # fmt: skip
-            num_masks = _num_masks(sum(int(t["valid"].sum()) for t in clip_targets) * num_layers_in, device, self.reduce)
+            num_masks = _num_masks(
+                sum(int(t["valid"].sum()) for t in clip_targets) * num_layers_in, device, self.reduce
+            )
 
             for d in range(num_decoder_layers):
                 # [L, G, cQ, C] x [G, Tc, C, h, w] -> [L*G, cQ, Tc, h, w]
@@ -270,16 +280,16 @@ class GenVISLoss:
         device = out.frame_similarity_embeddings.device
         fq = out.frame_similarity_embeddings.unflatten(1, (frames, -1)).unflatten(0, (num_layers_in, group))
         embeddings, ids, groups = [], [], []
-        for l in range(num_layers_in):
+        for layer in range(num_layers_in):
             for g in range(group):
                 for t in range(frames):
                     f = g * total_frames + start + t
-                    queries, matched = frame_indices[l][f]
+                    queries, matched = frame_indices[layer][f]
                     if len(queries) == 0:
                         continue
-                    embeddings.append(fq[l, g, t, queries.to(device)])
+                    embeddings.append(fq[layer, g, t, queries.to(device)])
                     ids.append(frame_targets[f]["ids"][matched.to(device)])
-                    groups.append(torch.full((len(queries),), l * group + g, device=device))
+                    groups.append(torch.full((len(queries),), layer * group + g, device=device))
         if out.clip_similarity_embeddings is not None:
             cq = out.clip_similarity_embeddings[-1]  # [L*G, cQ, C]
             for s in range(num_layers_in * group):

@@ -418,7 +418,11 @@ class GenVISModel(GenVISPreTrainedModel):
         """
         group, clip_frames = frames.shape[:2]
         stages = self.forward_frames(frames.flatten(0, 1), output_hidden_states, output_loss_inputs)
-        heads = stages.frame_queries[-self.config.frame_queries_last_layers :] if output_loss_inputs else stages.frame_queries[-1:]
+        heads = (
+            stages.frame_queries[-self.config.frame_queries_last_layers :]
+            if output_loss_inputs
+            else stages.frame_queries[-1:]
+        )
         # [L, G*Tc, fQ, C] -> [L*G, Tc, fQ, C]
         sequences = heads.unflatten(1, (group, clip_frames)).flatten(0, 1)
         return ClipOutput.from_stages(stages, self.object_decoder(sequences, memory), group)
@@ -569,7 +573,9 @@ def _scatter_group(clips: list[ClipOutput], members: list[int], per_video: list[
         video["memory_values"] = torch.stack([c.object_output.memory.values[-1][s] for c in clips])
         video["mask_features"] = concatenate_frames([c.mask_features[g] for c in clips])
         video["frame_queries"] = torch.cat([c.frame_queries[g] for c in clips])
-        video["clip_lengths"] = torch.tensor([c.frame_queries.shape[1] for c in clips], device=clips[0].mask_features.device)
+        video["clip_lengths"] = torch.tensor(
+            [c.frame_queries.shape[1] for c in clips], device=clips[0].mask_features.device
+        )
         if clips[0].backbone_features is not None:
             for i in range(4):
                 video[f"backbone_{i}"] = torch.cat([c.backbone_features[i][g] for c in clips])
@@ -647,7 +653,11 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
         if len(labels) != batch:
             raise ValueError(f"labels has {len(labels)} entries for a batch of {batch} videos")
         outputs, loss_inputs = self.model.run_video_groups(
-            pixel_values, pixel_mask, clip_memory, bool(output_hidden_states), output_loss_inputs=True,
+            pixel_values,
+            pixel_mask,
+            clip_memory,
+            bool(output_hidden_states),
+            output_loss_inputs=True,
             clip_length=clip_length,
         )
         # One loss call per group of equal-length videos. The mask-loss normalisers are averaged over processes
@@ -671,8 +681,8 @@ class GenVISForVideoInstanceSegmentation(GenVISPreTrainedModel):
         Returns a `genvis_hf.inference.VideoSegmentation`; see `genvis_hf.inference.segment_video` for the
         options (`target_size`, `threshold`, `top_k`, `clip_length`, `max_frames`, `progress`, ...).
         """
-        from ..inference import segment_video  # noqa: PLC0415  (inference composes model and processing)
-        from ..processing.video_processing_genvis import GenVISVideoProcessor  # noqa: PLC0415
+        from ..inference import segment_video
+        from ..processing.video_processing_genvis import GenVISVideoProcessor
 
         processor = processor or GenVISVideoProcessor.from_model_config(self.config)
         return segment_video(self, processor, video, **kwargs)

@@ -176,7 +176,9 @@ class GenVISObjectDecoder(nn.Module):
         padded[:, num_frames:] = True
 
         # Plain windows: padded frames are masked out as keys.
-        key_is_padding = padded.view(batch * num_windows, w, 1).expand(-1, -1, fq).reshape(batch * num_windows, 1, 1, w * fq)
+        key_is_padding = (
+            padded.view(batch * num_windows, w, 1).expand(-1, -1, fq).reshape(batch * num_windows, 1, 1, w * fq)
+        )
         window_mask = torch.zeros(key_is_padding.shape, dtype=x.dtype, device=x.device)
         window_mask = window_mask.masked_fill(key_is_padding, float("-inf"))
 

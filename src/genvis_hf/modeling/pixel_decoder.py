@@ -99,15 +99,16 @@ class GenVISPixelDecoder(nn.Module):
         )
         self.level_embed = nn.Parameter(torch.zeros(num_transformer_levels, hidden_dim))
         self.encoder_layers = nn.ModuleList(
-            DeformableEncoderLayer(hidden_dim, num_transformer_levels, num_heads, num_points, ffn_dim, dropout,
-                                   backend)  # fmt: skip
+            DeformableEncoderLayer(hidden_dim, num_transformer_levels, num_heads, num_points, ffn_dim, dropout, backend)
             for _ in range(num_encoder_layers)
         )
         finest_transformer_stride = 2 ** (len(in_channels) - num_transformer_levels + 2)
         self.num_fpn_levels = int(math.log2(finest_transformer_stride // common_stride))
         # Ordered coarse to fine: lateral/output convs for the maps finer than the encoder's, top-down.
         fpn_in_channels = list(reversed(in_channels[: self.num_fpn_levels]))
-        self.lateral_convs = nn.ModuleList(ConvNormActivation(c, hidden_dim, 1, activation=False) for c in fpn_in_channels)
+        self.lateral_convs = nn.ModuleList(
+            ConvNormActivation(c, hidden_dim, 1, activation=False) for c in fpn_in_channels
+        )
         self.output_convs = nn.ModuleList(
             ConvNormActivation(hidden_dim, hidden_dim, 3, activation=True) for _ in fpn_in_channels
         )

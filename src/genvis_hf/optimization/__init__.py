@@ -39,8 +39,8 @@ import types
 from torch import nn
 
 from .. import settings
-from ..utils.cpu import tune_memory_allocator
 from ..modeling.modeling_genvis import GenVISModel, GenVISPreTrainedModel
+from ..utils.cpu import tune_memory_allocator
 from . import frame_decoder, layers, pixel_decoder, resnet, swin  # noqa: F401  (register the fast modules)
 from .clip_loop import fast_forward_video_group, inference_chunk_length
 from .compile import compile_for_inference

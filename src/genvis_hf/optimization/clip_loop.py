@@ -148,7 +148,11 @@ def fast_forward_video_group(model: GenVISModel, pixel_values: torch.Tensor, cli
             end = min(start + clip_length, chunk_frames)
             # A slice of the flat frame dim for one video: a view through unflatten would carry an odd batch
             # stride, on which the pixel decoder's oneDNN convolutions ran ~20% slower.
-            rows = slice(start, end) if group == 1 else [g * chunk_frames + t for g in range(group) for t in range(start, end)]
+            rows = (
+                slice(start, end)
+                if group == 1
+                else [g * chunk_frames + t for g in range(group) for t in range(start, end)]
+            )
             clip_stages = stages.select(rows)
             if clip_index < len(tokens):
                 object_output = model.object_decoder.decode(tokens[clip_index], memory, num_frames=end - start)

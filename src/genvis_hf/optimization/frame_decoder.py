@@ -86,7 +86,9 @@ class FastFrameDecoder(FastModule, GenVISFrameDecoder):
         (`[N, mask_dim, H_l, W_l]`, e.g. `pixel_decoder.level_mask_features`)."""
         memories, memory_positions = [], []
         for level, (x, projection) in enumerate(zip(multi_scale_features, self.input_projections)):
-            position = sine_position_embedding(x.shape[0], x.shape[2], x.shape[3], self.hidden_dim // 2, x.device, x.dtype)
+            position = sine_position_embedding(
+                x.shape[0], x.shape[2], x.shape[3], self.hidden_dim // 2, x.device, x.dtype
+            )
             memory_positions.append(position.flatten(2).transpose(1, 2))  # [N, HW, C]
             memory = projection(x).permute(0, 2, 3, 1).flatten(1, 2)  # [N, HW, C]
             memories.append(memory + self.level_embed.weight[level])

@@ -72,8 +72,10 @@ class FusedDeformableEncoderLayer(FastModule, DeformableEncoderLayer):
 
     def forward(self, hidden_states, position_embeddings, reference_points, spatial_shapes, spatial_shapes_list,
                 level_start_index):  # fmt: skip
-        if torch.is_grad_enabled() or (self.training and self.dropout.p > 0) or not isinstance(
-            self.self_attn, FusedMultiScaleDeformableAttention
+        if (
+            torch.is_grad_enabled()
+            or (self.training and self.dropout.p > 0)
+            or not isinstance(self.self_attn, FusedMultiScaleDeformableAttention)
         ):
             return super().forward(hidden_states, position_embeddings, reference_points, spatial_shapes,
                                    spatial_shapes_list, level_start_index)  # fmt: skip

@@ -34,7 +34,9 @@ from .registry import FastModule, fast_variant_of
 
 
 @functools.lru_cache(maxsize=64)
-def _window_indices(height: int, width: int, window: int, shift: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _window_indices(
+    height: int, width: int, window: int, shift: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For a `height x width` map: (`gather` `[Hp*Wp]`, the source token of each windowed position, padding mapped to
     token 0; `padding` `[P]`, the windowed positions that are padding; `scatter` `[H*W]`, the windowed position of each
     token). Windowed positions are ordered window by window (row-major windows of the rolled, padded map), tokens
@@ -98,7 +100,9 @@ class FastSwinBlock(FastModule, SwinBlock):
             bias = attention.relative_position_bias_table[attention.relative_position_index.view(-1)]
             return bias.view(tokens, tokens, -1).permute(2, 0, 1).contiguous().float()  # [heads, N, N]
 
-        return self._relative_bias.get((attention.relative_position_bias_table, attention.relative_position_index), gather)
+        return self._relative_bias.get(
+            (attention.relative_position_bias_table, attention.relative_position_index), gather
+        )
 
     def forward(self, x: torch.Tensor, height: int, width: int, shift_mask: torch.Tensor) -> torch.Tensor:
         attention = self.attn
@@ -107,7 +111,7 @@ class FastSwinBlock(FastModule, SwinBlock):
             and compiled_ops_ready()
         ):  # fmt: skip
             return super().forward(x, height, width, shift_mask)
-        batch, tokens, channels = x.shape
+        batch, _tokens, channels = x.shape
         ws, shift = self.window_size, self.shift_size
         gather, padding, scatter = (t.to(x.device) for t in _window_indices(height, width, ws, shift))
         qkv = fast_linear(self.norm1(x), attention.qkv.weight, attention.qkv.bias)  # [B, H*W, 3C], real tokens

@@ -148,7 +148,8 @@ class VideoReader:
             self.path = path
             if self.kind == "directory":
                 self._files = sorted(
-                    (p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: _natural_key(p.name)
+                    (p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
+                    key=lambda p: _natural_key(p.name),
                 )
                 if not self._files:
                     raise VideoInputError(f"{path}: no image frames ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -299,7 +300,9 @@ class VideoReader:
             source = self.source
             if isinstance(source, (np.ndarray, torch.Tensor)) and source.ndim == 4 and source.shape[-1] not in (1, 3, 4) \
                     and source.shape[1] in (1, 3, 4):  # fmt: skip
-                source = source.permute(0, 2, 3, 1) if isinstance(source, torch.Tensor) else source.transpose(0, 2, 3, 1)
+                source = (
+                    source.permute(0, 2, 3, 1) if isinstance(source, torch.Tensor) else source.transpose(0, 2, 3, 1)
+                )
             for index, frame in enumerate(source):
                 yield frame, f"video frame {index}"
 

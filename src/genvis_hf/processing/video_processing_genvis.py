@@ -264,7 +264,9 @@ class GenVISVideoProcessor(BaseVideoProcessor):
         processed = []
         for index, video in enumerate(videos):
             if video.dim() != 4 or video.shape[1] != 3:
-                raise ValueError(f"video {index}: expected frames [T, 3, H, W] after RGB conversion, got {tuple(video.shape)}")
+                raise ValueError(
+                    f"video {index}: expected frames [T, 3, H, W] after RGB conversion, got {tuple(video.shape)}"
+                )
             if video.shape[0] == 0:
                 raise ValueError(f"video {index} has no frames")
             if do_resize:
@@ -326,7 +328,9 @@ class GenVISVideoProcessor(BaseVideoProcessor):
             raise ValueError(f"target_sizes has {len(target_sizes)} entries for a batch of {batch} videos")
         for b in range(batch):
             target = (
-                tuple(int(s) for s in target_sizes[b]) if target_sizes is not None else tuple(outputs.image_sizes[b].tolist())
+                tuple(int(s) for s in target_sizes[b])
+                if target_sizes is not None
+                else tuple(outputs.image_sizes[b].tolist())
             )
             results.append(self._post_process_video(outputs, b, target, threshold, top_k, return_rle))
         return results
@@ -359,4 +363,4 @@ class GenVISVideoProcessor(BaseVideoProcessor):
         return result
 
 
-__all__ = ["GenVISVideoProcessor", "resized_shape", "resize_video"]
+__all__ = ["GenVISVideoProcessor", "resize_video", "resized_shape"]

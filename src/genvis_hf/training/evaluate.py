@@ -59,8 +59,12 @@ def predict_dataset(model, processor, source, results_path: str | os.PathLike | 
             frames = torch.from_numpy(np.stack([read_frame(p) for p in row["file_names"]])).permute(0, 3, 1, 2)
             prediction = predict_video(model, processor, frames, (row["height"], row["width"]))
             entries = [
-                {"video_id": int(row["video_id"]), "category_id": int(label_to_category[int(label)]),
-                 "score": float(score), "segmentations": masks_to_rle(masks)}  # fmt: skip
+                {
+                    "video_id": int(row["video_id"]),
+                    "category_id": int(label_to_category[int(label)]),
+                    "score": float(score),
+                    "segmentations": masks_to_rle(masks),
+                }
                 for score, label, masks in zip(prediction["scores"], prediction["labels"], prediction["masks"])
             ]
             results.extend(entries)
@@ -132,7 +136,9 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
     parser.add_argument("--model", required=True, help="a save_pretrained GenVIS folder (e.g. a training output)")
     parser.add_argument("--images", required=True, help="folder the annotation file's frame paths are relative to")
     parser.add_argument("--annotations", required=True, help="YouTube-VIS-format annotations JSON with ground truth")
-    parser.add_argument("--output-dir", default=None, help="where results.json and metrics.json go (default MODEL/eval)")
+    parser.add_argument(
+        "--output-dir", default=None, help="where results.json and metrics.json go (default MODEL/eval)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--num-threads", type=int, default=None)
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import re
@@ -225,7 +224,7 @@ class StepSchedule:
 
     def set_max_steps(self, max_steps: int) -> None:
         self.max_steps = int(max_steps)
-        self.milestones = [int(round(f * self.max_steps)) for f in self.decay_fractions]
+        self.milestones = [round(f * self.max_steps) for f in self.decay_fractions]
 
     def __call__(self, step: int) -> float:
         from .optim import warmup_multistep_factor
@@ -458,7 +457,9 @@ def train(args: TrainArguments) -> dict:
             videos += [int(label["video_id"]) for label in batch["labels"] if "video_id" in label]
             seed_everything(args.seed, step, micro, accelerator.process_index)
             with accelerator.accumulate(model):
-                outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], labels=batch["labels"])
+                outputs = model(
+                    pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], labels=batch["labels"]
+                )
                 loss = outputs.loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.clip_grad_norm > 0:
@@ -554,7 +555,9 @@ def training_model_card(config, processor, state: dict, args: TrainArguments, re
     dataset = (eval_file.parent.name if eval_file.stem == "annotations" else eval_file.stem) if eval_file else None
     start = {"scratch": f"random weights (`--config {args.config}`)", "finetune": f"`{args.config}` (fine-tuned)",
              "mask2former": f"Mask2Former `{args.init_from_mask2former}` (backbone, pixel decoder, frame decoder)"}[recipe]  # fmt: skip
-    schedule = f"AdamW lr {args.learning_rate:g} (backbone x{args.backbone_multiplier:g}), weight decay {args.weight_decay:g}"
+    schedule = (
+        f"AdamW lr {args.learning_rate:g} (backbone x{args.backbone_multiplier:g}), weight decay {args.weight_decay:g}"
+    )
     training = {
         "trained with": "`genvis-hf train`",
         "initialised from": start,
@@ -624,24 +627,37 @@ def add_train_command(parser: argparse.ArgumentParser):
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--images", required=True, help="folder the annotation file's frame paths are relative to")
     parser.add_argument("--annotations", required=True, help="YouTube-VIS-format training annotations JSON")
-    parser.add_argument("--config", default=None,
-                        help="tiny (default) | a preset name | config.json | a save_pretrained folder (fine-tune)")
-    parser.add_argument("--init-from-mask2former", metavar="DIR_OR_NAME", default=None,
-                        help="start from a transformers Mask2FormerForUniversalSegmentation (a directory or a Hub name, "
-                             "e.g. facebook/mask2former-swin-large-coco-instance): its backbone, pixel decoder and "
-                             "frame decoder, with a new object decoder (instead of --config)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="tiny (default) | a preset name | config.json | a save_pretrained folder (fine-tune)",
+    )
+    parser.add_argument(
+        "--init-from-mask2former",
+        metavar="DIR_OR_NAME",
+        default=None,
+        help="start from a transformers Mask2FormerForUniversalSegmentation (a directory or a Hub name, "
+        "e.g. facebook/mask2former-swin-large-coco-instance): its backbone, pixel decoder and "
+        "frame decoder, with a new object decoder (instead of --config)",
+    )
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--max-steps", type=positive_int, default=None,
-                        help="optimiser steps (default: fit --time-budget)")
-    parser.add_argument("--time-budget", type=positive_float, default=None,
-                        help="minutes of training when --max-steps is not given (default 19)")
+    parser.add_argument(
+        "--max-steps", type=positive_int, default=None, help="optimiser steps (default: fit --time-budget)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=positive_float,
+        default=None,
+        help="minutes of training when --max-steps is not given (default 19)",
+    )
     parser.add_argument("--eval-images", default=None)
     parser.add_argument("--eval-annotations", default=None, help="evaluate at the end (and every --eval-steps)")
     parser.add_argument("--eval-steps", type=positive_int, default=None)
     parser.add_argument("--coco-images", default=None)
     parser.add_argument("--coco-annotations", default=None, help="COCO-format images added as pseudo-videos")
-    parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="videos per device and step (CPU 2, GPU 8)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="videos per device and step (CPU 2, GPU 8)"
+    )
     parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
     parser.add_argument("--learning-rate", type=positive_float, default=None)
     parser.add_argument("--backbone-multiplier", type=non_negative_float, default=None)
@@ -649,29 +665,48 @@ def add_train_command(parser: argparse.ArgumentParser):
     parser.add_argument("--clip-grad-norm", type=non_negative_float, default=0.01, help="full-model gradient-norm clip")
     parser.add_argument("--warmup-steps", type=non_negative_int, default=None)
     parser.add_argument("--num-frames", type=positive_int, default=None, help="frames per training sample")
-    parser.add_argument("--frame-range", type=non_negative_int, default=None,
-                        help="sampling range around the reference")
-    parser.add_argument("--input-size", type=positive_int, default=None,
-                        help="test-time short edge (training: 0.8-1.2x)")
+    parser.add_argument(
+        "--frame-range", type=non_negative_int, default=None, help="sampling range around the reference"
+    )
+    parser.add_argument(
+        "--input-size", type=positive_int, default=None, help="test-time short edge (training: 0.8-1.2x)"
+    )
     parser.add_argument("--freeze-detector", choices=["true", "false"], default=None)
-    parser.add_argument("--gradient-checkpointing", action="store_true",
-                        help="recompute layer activations in the backward pass: less memory, ~15%% slower steps")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute layer activations in the backward pass: less memory, ~15%% slower steps",
+    )
     parser.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], default="auto")
     parser.add_argument("--num-workers", type=non_negative_int, default=None)
     parser.add_argument("--num-threads", type=positive_int, default=None, help="torch threads per process on CPU")
     parser.add_argument("--save-steps", type=non_negative_int, default=500)
     parser.add_argument("--save-total-limit", type=non_negative_int, default=2)
     parser.add_argument("--logging-steps", type=positive_int, default=10)
-    parser.add_argument("--resume", nargs="?", const="latest", default=None,
-                        help="resume from the latest checkpoint in --output-dir, or from the given folder")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="resume from the latest checkpoint in --output-dir, or from the given folder",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--report-to", nargs="+", default=[], metavar="TRACKER",
-                        help="Accelerate trackers to log to: tensorboard (event files in OUTPUT_DIR/runs), wandb, "
-                             "trackio, comet_ml, mlflow, clearml, dvclive, aim, swanlab, all, none (default)")
-    parser.add_argument("--push-to-hub", metavar="ORG/NAME", default=None,
-                        help="upload the trained model (not its checkpoints) to this Hub repo, in one commit")
+    parser.add_argument(
+        "--report-to",
+        nargs="+",
+        default=[],
+        metavar="TRACKER",
+        help="Accelerate trackers to log to: tensorboard (event files in OUTPUT_DIR/runs), wandb, "
+        "trackio, comet_ml, mlflow, clearml, dvclive, aim, swanlab, all, none (default)",
+    )
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="ORG/NAME",
+        default=None,
+        help="upload the trained model (not its checkpoints) to this Hub repo, in one commit",
+    )
 
     def handler(ns: argparse.Namespace) -> int:
         from ..conversion.mask2former import Mask2FormerInitError

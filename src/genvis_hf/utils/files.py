@@ -163,7 +163,6 @@ class PendingFile:
             self._fd = None
 
 
-
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` (UTF-8) through a temporary file in the same folder renamed over it, with the
     permissions of a new file (`file_mode()`); the folder is created if missing. A reader never sees half of it."""

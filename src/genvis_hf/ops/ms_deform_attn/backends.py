@@ -21,13 +21,13 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from ... import settings
 from ...modeling.deformable_attention import (
     DeformableAttentionBackend,
     multi_scale_deformable_attention_torch,
     register_backend,
 )
 from ...utils.messages import one_line
-from ... import settings
 from .. import build
 from . import ms_deform_attn  # the wrapper of torch.ops.genvis.ms_deform_attn
 

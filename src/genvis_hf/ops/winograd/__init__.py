@@ -66,8 +66,12 @@ def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
 
 def _fake(x, transformed_weight, bias, relu):
     batch, _, height, width = x.shape
-    return torch.empty((batch, transformed_weight.shape[2], height, width), dtype=x.dtype, device=x.device,
-                       memory_format=torch.channels_last)
+    return torch.empty(
+        (batch, transformed_weight.shape[2], height, width),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=torch.channels_last,
+    )
 
 
 def register_python_parts() -> None:
