@@ -79,4 +79,6 @@ def test_ci_runs_exactly_the_readme_commands():
 
     readme = (REPO_ROOT / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
     ci_lines = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert len(readme) == 2 and ci_lines[-2:] == readme
+    assert len(readme) == 2
+    # consecutive, in order (the house-rule checks, ruff, may follow them)
+    assert any(ci_lines[i : i + 2] == readme for i in range(len(ci_lines) - 1)), ci_lines

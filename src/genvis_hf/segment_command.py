@@ -159,9 +159,13 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def _segment_share(args: argparse.Namespace, names: list[str], split) -> int:
     """Segment this process's share of `args.inputs`; the exit code of the job (gathered over the processes)."""
+    from transformers.utils import logging as hf_logging
+
     from .distributed import single_process_launch_note
     from .model_loading import ModelLoadError
 
+    if args.no_progress or not split.is_main_process:
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar too
     try:
         model, processor = load_model_and_processor(args.model, split.device(args.device))
     except ModelLoadError as error:

@@ -6,8 +6,8 @@
   add becomes a post-op of the output projection.
 - `FusedDeformableEncoderLayer`: both residual adds and the FFN's ReLU as post-ops of their products.
 
-Both run where the model's backend resolves to `"jit"` on a CPU in float32 without autograd; the reference
-computation elsewhere. Results differ from the reference by float rounding only.
+Both run where the model's backend resolves to `"jit"` on a CPU in float32 or bfloat16 (the sampling in float32) without
+autograd; the reference computation elsewhere. Results differ from the reference by float rounding only.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class FusedMultiScaleDeformableAttention(FastModule, MultiScaleDeformableAttenti
 
     def fused_path_applies(self, hidden_states: torch.Tensor, value_states: torch.Tensor) -> bool:
         return (
-            cpu_inference(hidden_states, torch.float32)
-            and value_states.dtype == self.value_proj.weight.dtype == torch.float32
+            cpu_inference(hidden_states, torch.float32, torch.bfloat16)
+            and value_states.dtype == self.value_proj.weight.dtype == hidden_states.dtype
             and compiled_ops_ready()
             and resolve_backend(self.backend, value_states.device) == "jit"
         )
@@ -57,12 +57,15 @@ class FusedMultiScaleDeformableAttention(FastModule, MultiScaleDeformableAttenti
             lambda: (torch.cat([self.sampling_offsets.weight, self.attention_weights.weight]),
                      torch.cat([self.sampling_offsets.bias, self.attention_weights.bias])),
         )  # fmt: skip
-        projections = fast_linear(hidden_states, weight, bias)  # [N, Lq, h*L*P*2 + h*L*P]
+        projections = fast_linear(hidden_states, weight, bias).float()  # [N, Lq, h*L*P*2 + h*L*P]
         num_offsets = self.sampling_offsets.out_features
+        # The sampling runs in float32 whatever the model's dtype (as the reference: bf16 locations would be off by a
+        # quarter pixel).
         output = ms_deform_attn_from_projections(
-            value, spatial_shapes, level_start_index, reference_points, projections[..., :num_offsets],
+            value.float(), spatial_shapes, level_start_index, reference_points.float(), projections[..., :num_offsets],
             projections[..., num_offsets:], self.num_points,
         )  # fmt: skip  # [N, Lq, C]
+        output = output.to(hidden_states.dtype)
         return fast_linear(output, self.output_proj.weight, self.output_proj.bias, residual=residual)
 
 

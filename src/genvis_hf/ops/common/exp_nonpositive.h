@@ -55,4 +55,28 @@ inline float exp_nonpositive(float x) {  // the same operations on one float
 inline float exp_nonpositive(float x) { return std::exp(x); }
 #endif
 
+// The second pass of a softmax row: s[j] = exp(s[j] - row_max) in place for j < n; returns their sum (vectorised
+// 8 at a time with AVX2, the sum then in lane order).
+inline float exp_shifted_sum(float* __restrict__ s, int64_t n, float row_max) {
+  float sum = 0.f;
+  int64_t j = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 shift = _mm256_set1_ps(row_max);
+  __m256 partial = _mm256_setzero_ps();
+  for (; j + 8 <= n; j += 8) {
+    const __m256 p = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), shift));  // exp(-inf) = 0
+    _mm256_storeu_ps(s + j, p);
+    partial = _mm256_add_ps(partial, p);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, partial);
+  for (float lane : lanes) sum += lane;
+#endif
+  for (; j < n; ++j) {
+    s[j] = exp_nonpositive(s[j] - row_max);
+    sum += s[j];
+  }
+  return sum;
+}
+
 }  // namespace genvis_simd

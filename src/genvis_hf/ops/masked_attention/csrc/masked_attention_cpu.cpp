@@ -61,24 +61,7 @@ float masked_softmax_row(float* __restrict__ s, const bool* __restrict__ allowed
     std::fill(s, s + keys, 0.f);
     return 0.f;
   }
-  float sum = 0.f;
-  j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  const __m256 shift = _mm256_set1_ps(row_max);
-  __m256 partial = _mm256_setzero_ps();
-  for (; j + 8 <= keys; j += 8) {
-    const __m256 p = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), shift));  // exp(-inf) = 0
-    _mm256_storeu_ps(s + j, p);
-    partial = _mm256_add_ps(partial, p);
-  }
-  _mm256_store_ps(lanes, partial);
-  for (float lane : lanes) sum += lane;
-#endif
-  for (; j < keys; ++j) {
-    s[j] = exp_nonpositive(s[j] - row_max);
-    sum += s[j];
-  }
-  return sum;
+  return genvis_simd::exp_shifted_sum(s, keys, row_max);
 }
 
 }  // namespace

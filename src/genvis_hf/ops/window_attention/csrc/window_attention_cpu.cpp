@@ -19,6 +19,7 @@
 // without it.
 #include "window_attention.h"
 
+#include "avx512.h"
 #include "exp_nonpositive.h"
 
 #include <ATen/Parallel.h>
@@ -34,50 +35,8 @@ namespace {
 
 using genvis_simd::exp_nonpositive;
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define GENVIS_HAVE_AVX512_KERNELS 1
-#define GENVIS_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
-
-bool cpu_has_avx512() {
-  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  return supported;
-}
-
-// s[r][0 .. 16V) = sum_c q[r * q_stride + c] * kt[c][j0 ..] for R rows: R x V accumulators in registers.
-template <int R, int V>
-GENVIS_AVX512 inline void score_block(const float* q, int64_t q_stride, const float* kt, int64_t kt_stride,
-                                      int64_t depth, float* s, int64_t s_stride) {
-  __m512 acc[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < depth; ++c) {
-    __m512 k[V];
-    for (int v = 0; v < V; ++v) k[v] = _mm512_loadu_ps(kt + c * kt_stride + 16 * v);
-    for (int r = 0; r < R; ++r) {
-      const __m512 qb = _mm512_set1_ps(q[r * q_stride + c]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(qb, k[v], acc[r][v]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) _mm512_storeu_ps(s + r * s_stride + 16 * v, acc[r][v]);
-}
-
-// Rows [0, R) of scores [n, n16] (row stride n16) = q [n, d] (row stride q_stride) x kt [d, n16].
-template <int R>
-GENVIS_AVX512 void score_rows(const float* q, int64_t q_stride, const float* kt, int64_t n16, int64_t depth,
-                              float* s) {
-  int64_t j = 0;
-  for (; j + 96 <= n16; j += 96) score_block<R, 6>(q, q_stride, kt + j, n16, depth, s + j, n16);
-  switch ((n16 - j) / 16) {
-    case 5: score_block<R, 5>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
-    case 4: score_block<R, 4>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
-    case 3: score_block<R, 3>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
-    case 2: score_block<R, 2>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
-    case 1: score_block<R, 1>(q, q_stride, kt + j, n16, depth, s + j, n16); break;
-    default: break;
-  }
-}
+#if GENVIS_HAVE_AVX512_KERNELS
+using genvis_simd::cpu_has_avx512;
 
 // out[r][0 .. 16D) = inverse[r] * sum_j p[r * p_stride + j] * v[j * v_stride ..] for R rows, j < n.
 template <int R, int D>
@@ -100,18 +59,10 @@ GENVIS_AVX512 inline void output_block(const float* p, int64_t p_stride, int64_t
   }
 }
 
-// The whole (window, head) product pair for head size 16 * D: scores, then (after the softmax) the output.
+// The output product of a (window, head) for head size 16 * D (the scores are a plain GEMM: gemm_rows).
 template <int D>
 struct Avx512Head {
-  static constexpr int kScoreRows = 4;       // 4 x 6 score accumulators
-  static constexpr int kOutRows = 24 / D;     // 24 output accumulators
-
-  GENVIS_AVX512 static void scores(const float* q, int64_t q_stride, const float* kt, int64_t n, int64_t n16,
-                                   float* s) {
-    int64_t i = 0;
-    for (; i + kScoreRows <= n; i += kScoreRows) score_rows<kScoreRows>(q + i * q_stride, q_stride, kt, n16, 16 * D, s + i * n16);
-    for (; i < n; ++i) score_rows<1>(q + i * q_stride, q_stride, kt, n16, 16 * D, s + i * n16);
-  }
+  static constexpr int kOutRows = 24 / D;  // 24 output accumulators
 
   GENVIS_AVX512 static void output(const float* p, int64_t n, int64_t n16, const float* v, int64_t v_stride,
                                    const float* inverse, float* out, int64_t out_stride) {
@@ -150,24 +101,7 @@ float softmax_row(float* __restrict__ s, const float* __restrict__ bias, const f
     s[j] = std::fma(s[j], scale, bias[j]) + (mask != nullptr ? mask[j] : 0.f);
     row_max = std::max(row_max, s[j]);
   }
-  float sum = 0.f;
-  j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  const __m256 shift = _mm256_set1_ps(row_max);
-  __m256 partial = _mm256_setzero_ps();
-  for (; j + 8 <= n; j += 8) {
-    const __m256 p = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + j), shift));
-    _mm256_storeu_ps(s + j, p);
-    partial = _mm256_add_ps(partial, p);
-  }
-  _mm256_store_ps(lanes, partial);
-  for (float lane : lanes) sum += lane;
-#endif
-  for (; j < n; ++j) {
-    s[j] = exp_nonpositive(s[j] - row_max);
-    sum += s[j];
-  }
-  return sum;
+  return genvis_simd::exp_shifted_sum(s, n, row_max);
 }
 
 #if GENVIS_HAVE_AVX512_KERNELS
@@ -181,7 +115,7 @@ bool avx512_head_of_size(const float* q, const float* k, const float* v, int64_t
     for (int64_t j = 0; j < n; ++j) row[j] = k[j * row_stride + c];
     for (int64_t j = n; j < n16; ++j) row[j] = 0.f;
   }
-  Avx512Head<D>::scores(q, row_stride, kt, n, n16, s);
+  genvis_simd::gemm_rows(q, row_stride, kt, n16, n, depth, n16, s, n16);  // scores [n, n16] = Q_h K_h^T
   for (int64_t i = 0; i < n; ++i) {
     inverse[i] = 1.f / softmax_row(s + i * n16, bias + i * n, mask != nullptr ? mask + i * n : nullptr, n, scale);
   }

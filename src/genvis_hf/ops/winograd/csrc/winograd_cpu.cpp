@@ -19,6 +19,8 @@
 // output [N, K, H, W] channels-last, relu(conv(x) + bias) when `relu`.
 #include "winograd.h"
 
+#include "avx512.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -156,6 +158,32 @@ struct OutputStep {
   void run(int64_t tile, int64_t c0) const { transform_output_tile<W>(m, out, bias, relu, g, channels, tile, c0); }
 };
 
+// M[k] = V[k] x U[k] for the 36 positions: v [36, tiles, C_in], u [36, C_in, C_out] -> [36, tiles, C_out].
+at::Tensor position_products(const at::Tensor& v, const at::Tensor& u) {
+#if GENVIS_HAVE_AVX512_KERNELS
+  const int64_t tiles = v.size(1), in_channels = v.size(2), out_channels = u.size(2);
+  if (genvis_simd::cpu_has_avx512() && out_channels % 16 == 0) {
+    at::Tensor m = at::empty({kPositions, tiles, out_channels}, v.options());
+    constexpr int64_t kRowsPerTask = 48;  // a block of V's rows stays in L1 while the panels of U stream by
+    const int64_t chunks = (tiles + kRowsPerTask - 1) / kRowsPerTask;
+    const float* v_data = v.data_ptr<float>();
+    const float* u_data = u.data_ptr<float>();
+    float* m_data = m.data_ptr<float>();
+    at::parallel_for(0, kPositions * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t k = task / chunks, row = (task % chunks) * kRowsPerTask;
+        const int64_t rows = std::min(kRowsPerTask, tiles - row);
+        genvis_simd::gemm_rows(v_data + (k * tiles + row) * in_channels, in_channels,
+                               u_data + k * in_channels * out_channels, out_channels, rows, in_channels, out_channels,
+                               m_data + (k * tiles + row) * out_channels, out_channels);
+      }
+    });
+    return m;
+  }
+#endif
+  return at::bmm(v, u);
+}
+
 }  // namespace
 
 at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& transformed_weight, const c10::optional<at::Tensor>& bias,
@@ -169,7 +197,7 @@ at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& transformed_weight
   at::Tensor v = at::empty({kPositions, g.tiles, in_channels}, x.options());
   for_each_tile_block(g.tiles, in_channels, InputStep{x.data_ptr<float>(), v.data_ptr<float>(), g, in_channels});
 
-  const at::Tensor m = at::bmm(v, transformed_weight);  // [36, tiles, C_out]
+  const at::Tensor m = position_products(v, transformed_weight);  // [36, tiles, C_out]
   v.reset();
 
   at::Tensor out = at::empty({batch, out_channels, height, width},
