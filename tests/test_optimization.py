@@ -449,3 +449,21 @@ def test_fast_swin_backbone_equals_the_reference_backbone(size):
         fast = backbone(images)
     for actual, expected in zip(fast, reference):
         torch.testing.assert_close(actual, expected, rtol=0, atol=2e-5 * max(1.0, expected.abs().max().item()))
+
+
+@pytest.mark.parametrize("overrides", [{}, SWIN], ids=["resnet", "swin"])
+def test_bfloat16_fast_path_agrees_with_the_bfloat16_reference(overrides):
+    """bf16 models take the fast path too (oneDNN bf16 products; deformable sampling, masked and window attention in
+    float32): their outputs agree with the bf16 reference modules' to bf16 precision."""
+    require_backend("jit", "cpu")
+    model = tiny_model(**overrides).to(torch.bfloat16)
+    model.set_deformable_attention_backend("jit")
+    videos = [_video(5, 64, 96, seed=3)]
+    optimised = _run(model, videos)
+    restore_reference(model)
+    reference = _run(model, videos)
+    for key in ("class_queries_logits", "mask_embeddings", "mask_features"):
+        actual, expected = getattr(optimised, key).float(), getattr(reference, key).float()
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape
+        cosine = F.cosine_similarity(actual.flatten(), expected.flatten(), dim=0).item()
+        assert cosine > 0.999, f"{key}: cosine similarity {cosine:.5f}"

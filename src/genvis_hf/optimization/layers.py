@@ -63,9 +63,9 @@ class OneDNNLinear(FastModule, nn.Linear):
 @fast_variant_of(GenVISAttention)
 class FastGenVISAttention(FastModule, GenVISAttention):
     """Attention whose projections take `fast_linear`'s route and whose boolean-masked attention (Mask2Former's
-    masked cross-attention) runs as `torch.ops.genvis.masked_attention` at CPU float32 inference (two GEMMs per
-    frame and head instead of SDPA's many small flash blocks; a query with no allowed key gets zeros, as with
-    SDPA)."""
+    masked cross-attention) runs as `torch.ops.genvis.masked_attention` at CPU inference (two GEMMs per frame and head
+    instead of SDPA's many small flash blocks; in float32, also for a bfloat16 model; a query with no allowed key
+    gets zeros, as with SDPA)."""
 
     def _project(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if torch.is_grad_enabled():
@@ -74,7 +74,7 @@ class FastGenVISAttention(FastModule, GenVISAttention):
 
     def masked_attention_applies(self, query: torch.Tensor, attention_mask: torch.Tensor | None) -> bool:
         """Whether `attend` runs the operator: a contiguous boolean mask `[B, 1, Nq, Nk]` shared by the heads, CPU
-        float32 inference, no dropout, the operator built."""
+        float32 or bfloat16 inference, no dropout, the operator built."""
         return (
             attention_mask is not None
             and attention_mask.dtype == torch.bool
@@ -82,7 +82,7 @@ class FastGenVISAttention(FastModule, GenVISAttention):
             and attention_mask.shape[:3] == (query.shape[0], 1, query.shape[1])
             and attention_mask.is_contiguous()
             and not (self.training and self.dropout > 0)
-            and cpu_inference(query, torch.float32)
+            and cpu_inference(query, torch.float32, torch.bfloat16)
             and compiled_ops_ready()
         )
 
@@ -91,8 +91,10 @@ class FastGenVISAttention(FastModule, GenVISAttention):
         """Attention of `query` `[B, Nq, C]` over keys and values already projected (`[B, Nk, C]`, e.g. several
         layers' projections of one memory computed in one product) -> `[B, Nq, C]`."""
         q = fast_linear(query, *self.projection(0))
-        if self.masked_attention_applies(query, attention_mask):
-            out = masked_attention(q, projected_key, projected_value, attention_mask[:, 0], self.num_heads)
+        if self.masked_attention_applies(query, attention_mask):  # in float32 (also for a bfloat16 model)
+            out = masked_attention(
+                q.float(), projected_key.float(), projected_value.float(), attention_mask[:, 0], self.num_heads
+            ).to(q.dtype)
         else:
             dropout = self.dropout if self.training else 0.0
             out = F.scaled_dot_product_attention(
