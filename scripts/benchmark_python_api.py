@@ -17,6 +17,7 @@ done beforehand, as `do_resize=False` implies), masks at `--target-size`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -83,6 +84,10 @@ def run_process(args, source: str | None) -> dict:
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = str(Path(source).resolve())
+        # each tree builds its operators into a folder of its own (one shared folder would rebuild at every switch)
+        base = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+        digest = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:10]
+        env["TORCH_EXTENSIONS_DIR"] = str(base / f"ab-{digest}")
     completed = subprocess.run(command, capture_output=True, text=True, env=env)
     if completed.returncode != 0:
         raise SystemExit(f"the benchmark process failed:\n{completed.stderr[-2000:]}")
