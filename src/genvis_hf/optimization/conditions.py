@@ -30,6 +30,19 @@ def fused_conv_ready() -> bool:
 
 
 @torch.compiler.assume_constant_result
+def onednn_bfloat16_ready() -> bool:
+    """oneDNN's convolutions run in bfloat16 on this CPU (it needs AVX-512 BF16, AMX or AVX-NE-CONVERT, or at
+    least AVX-512 BW/VL/DQ; an AVX2-only CPU such as an AMD Zen 3 has none of them)."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def onednn_takes(x: torch.Tensor) -> bool:
+    """oneDNN's fused convolutions and linears (`fused_conv_ready`) run on `x`'s dtype here: float32 always,
+    bfloat16 where the CPU supports it (elsewhere a bfloat16 model keeps the reference modules' ops)."""
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and onednn_bfloat16_ready())
+
+
+@torch.compiler.assume_constant_result
 def linear_uses_onednn() -> bool:
     """`genvis_hf.settings.linear_uses_onednn`, a constant to torch.compile."""
     return settings.linear_uses_onednn()

@@ -12,7 +12,7 @@ from ..modeling.layers import ConvNormActivation, FeedForwardLayer, GenVISAttent
 from ..ops.linear import linear_pointwise
 from ..ops.masked_attention import masked_attention
 from ..ops.winograd import transform_weight, winograd_conv3x3
-from .conditions import compiled_ops_ready, cpu_inference, fused_conv_ready, linear_uses_onednn
+from .conditions import compiled_ops_ready, cpu_inference, fused_conv_ready, linear_uses_onednn, onednn_takes
 from .derived import DerivedTensorCache
 from .registry import FastModule, fast_variant_of
 
@@ -42,6 +42,7 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         and weight.dtype == x.dtype
         and (residual is None or residual.shape == (*x.shape[:-1], weight.shape[0]))
         and fused_conv_ready()
+        and onednn_takes(x)
     ):
         return linear_pointwise(x, weight, bias, residual=residual, activation=activation)
     out = F.linear(x, weight, bias)

@@ -16,7 +16,7 @@ from ..modeling.backbone_resnet import ConvFrozenBN
 from ..modeling.layers import FrozenBatchNorm2d
 from ..ops.fused_conv import conv2d_pointwise
 from ..ops.winograd import transform_weight, winograd_conv3x3
-from .conditions import cpu_inference, fused_conv_ready
+from .conditions import cpu_inference, fused_conv_ready, onednn_takes
 from .derived import DerivedTensorCache
 from .layers import winograd_applies
 from .registry import FastModule, fast_variant_of
@@ -38,6 +38,7 @@ class FusedConvFrozenBN(FastModule, ConvFrozenBN):
             isinstance(self.norm, FrozenBatchNorm2d)
             and cpu_inference(x, torch.float32, torch.bfloat16)
             and fused_conv_ready()
+            and onednn_takes(x)
         ):
             return super().forward(x, residual, relu)
         if residual is None and winograd_applies(x, self.conv):
