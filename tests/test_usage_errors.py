@@ -176,3 +176,60 @@ def test_make_synthetic_checks_its_frame_range_and_output(tmp_path, capsys):
     assert main(["make-synthetic", str(tmp_path / "set"), "--min-frames", "5", "--max-frames", "2"]) == 2
     assert capsys.readouterr().err.splitlines() == ["error: --min-frames 5 is more than --max-frames 2"]
     assert not (tmp_path / "set").exists()
+
+
+def _evaluate_args(tmp_path, **overrides) -> list[str]:
+    from genvis_hf.assets import demo_annotations_path
+
+    options = {
+        "--model": str(tiny_model_path()),
+        "--images": str(demo_video_path().parent),
+        "--annotations": str(demo_annotations_path()),
+        "--output-dir": str(tmp_path / "eval"),
+        "--cache-dir": str(tmp_path / "cache"),
+        **overrides,
+    }
+    return ["evaluate", *[item for pair in options.items() for item in pair]]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--annotations", "missing.json", "error: --annotations missing.json: does not exist"),
+        ("--images", "missing_folder", "error: --images missing_folder: not a folder"),
+        ("--output-dir", "afile", "error: --output-dir afile: exists and is not a folder"),
+        ("--output-dir", "afile/sub", "error: --output-dir afile/sub: cannot be created, "),
+    ],
+)
+def test_evaluate_checks_its_files_before_loading_the_model(tmp_path, capsys, monkeypatch, option, value, expected):
+    from genvis_hf import model_loading
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(model_loading, "load_model_and_processor", no_model)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert main(_evaluate_args(tmp_path, **{option: value})) == 2
+    assert _one_error_line(capsys).startswith(expected)
+    assert not (tmp_path / "eval").exists() and not (tmp_path / "cache").exists()
+
+
+def test_evaluate_option_values_are_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([*_evaluate_args(tmp_path), "--num-threads", "0"])
+    assert stop.value.code == 2
+    assert "argument --num-threads: expected a positive integer, got '0'" in _one_error_line(capsys)
+
+
+def test_evaluate_with_a_damaged_model_or_annotation_file_is_one_line(tmp_path, capsys):
+    folder = _model_copy(tmp_path, "model")
+    _break_model(folder, "wrong shape")
+    assert main(_evaluate_args(tmp_path, **{"--model": str(folder)})) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: {folder}: the weights do not match config.json"), line
+    no_videos = tmp_path / "no_videos.json"
+    no_videos.write_text(json.dumps({"categories": [{"id": 1, "name": "a"}], "videos": [], "annotations": []}))
+    assert main(_evaluate_args(tmp_path, **{"--annotations": str(no_videos)})) == 1
+    assert _one_error_line(capsys) == f"error: {no_videos}: no videos"
+    assert not (tmp_path / "eval").exists()

@@ -131,7 +131,23 @@ def evaluate_split(model, processor, source, split, output_dir: str | os.PathLik
     return split.broadcast_from_main(metrics)
 
 
+def _check_options(args: argparse.Namespace) -> Path:
+    """The options' files and folders before any model or data work; returns the output folder. Raises
+    `UsageError` (one line)."""
+    from ..utils.cli_checks import UsageError, check_output_dir
+
+    if not Path(args.annotations).is_file():
+        what = "is a folder" if Path(args.annotations).is_dir() else "does not exist"
+        raise UsageError(f"--annotations {args.annotations}: {what} (give a YouTube-VIS-format JSON file)")
+    if not Path(args.images).is_dir():
+        raise UsageError(f"--images {args.images}: not a folder")
+    output_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
+    return check_output_dir(output_dir, "--output-dir" if args.output_dir else "--output-dir (default MODEL/eval)")
+
+
 def add_evaluate_command(parser: argparse.ArgumentParser):
+    from ..utils.cli_checks import positive_int, torch_device
+
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--model", required=True, help="a save_pretrained GenVIS folder (e.g. a training output)")
     parser.add_argument("--images", required=True, help="folder the annotation file's frame paths are relative to")
@@ -139,16 +155,25 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
     parser.add_argument(
         "--output-dir", default=None, help="where results.json and metrics.json go (default MODEL/eval)"
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--num-threads", type=int, default=None)
+    parser.add_argument(
+        "--device", type=torch_device, default=None, help="cpu, cuda, ... (default: cuda when available)"
+    )
+    parser.add_argument("--num-threads", type=positive_int, default=None)
     parser.add_argument("--cache-dir", default=None, help="datasets cache folder")
 
     def handler(args: argparse.Namespace) -> int:
         from ..data import load_ytvis
         from ..distributed import VideoSplit, single_process_launch_note
-        from ..modeling import GenVISForVideoInstanceSegmentation
-        from ..processing import GenVISVideoProcessor
+        from ..evaluation.errors import YTVISFormatError
+        from ..model_loading import ModelLoadError, load_model_and_processor
+        from ..processing.video_io import VideoInputError
+        from ..utils.cli_checks import UsageError
 
+        try:  # options, files and the output folder before any model or data work (exit code 2)
+            output_dir = _check_options(args)
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,15 +185,16 @@ def add_evaluate_command(parser: argparse.ArgumentParser):
             return 1
         try:
             device = split.device(device)
-            model = GenVISForVideoInstanceSegmentation.from_pretrained(args.model).to(device).eval()
-            processor = GenVISVideoProcessor.from_pretrained(args.model)
+            model, processor = load_model_and_processor(args.model, device)
             with split.local_main_process_first():  # one process per machine builds the data set cache
                 source = load_ytvis(args.annotations, args.images, cache_dir=args.cache_dir)
-            output_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
             if split.is_main_process:  # the only writer
                 output_dir.mkdir(parents=True, exist_ok=True)
             metrics = evaluate_model(model, processor, source, output_dir, progress=True, split=split)
             counts = split.gather_everywhere(len(split.share(len(source))))
+        except (ModelLoadError, YTVISFormatError, VideoInputError) as error:  # a bad model, annotation file or frame
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         finally:
             split.close()
         if not split.is_main_process:
