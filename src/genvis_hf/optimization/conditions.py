@@ -36,6 +36,13 @@ def onednn_bfloat16_ready() -> bool:
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+@torch.compiler.assume_constant_result
+def cpu_has_avx512() -> bool:
+    """torch's and oneDNN's CPU kernels run their AVX-512 code here. Without it (e.g. an AMD Zen 2/3, AVX2 only) some
+    of the fast path's choices measured on AVX-512 CPUs are slower and are not made (`optimization/layers.py`)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def onednn_takes(x: torch.Tensor) -> bool:
     """oneDNN's fused convolutions and linears (`fused_conv_ready`) run on `x`'s dtype here: float32 always,
     bfloat16 where the CPU supports it (elsewhere a bfloat16 model keeps the reference modules' ops)."""

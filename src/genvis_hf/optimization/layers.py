@@ -12,7 +12,14 @@ from ..modeling.layers import ConvNormActivation, FeedForwardLayer, GenVISAttent
 from ..ops.linear import linear_pointwise
 from ..ops.masked_attention import masked_attention
 from ..ops.winograd import transform_weight, winograd_conv3x3
-from .conditions import compiled_ops_ready, cpu_inference, fused_conv_ready, linear_uses_onednn, onednn_takes
+from .conditions import (
+    compiled_ops_ready,
+    cpu_has_avx512,
+    cpu_inference,
+    fused_conv_ready,
+    linear_uses_onednn,
+    onednn_takes,
+)
 from .derived import DerivedTensorCache
 from .registry import FastModule, fast_variant_of
 
@@ -20,6 +27,12 @@ from .registry import FastModule, fast_variant_of
 # measured, docs/performance.md "Linear routes").
 _ONEDNN_MIN_ROWS = 64
 _ONEDNN_MIN_WORK = 100 * 1024  # rows x max(in_features, out_features)
+# Without AVX-512, oneDNN's 1x1 convolution falls to ~30 GFLOP/s for long reductions (Swin-L's MLP fc2, 3072 and 6144
+# input features) where MKL's GEMM keeps ~100 (AMD Zen 3, 2 threads; up to 1536 features oneDNN is as fast or faster).
+_ONEDNN_AVX2_MAX_IN_FEATURES = 2048
+# Winograd's 36 position GEMMs go through MKL's batched GEMM without AVX-512: slower than oneDNN's direct convolution
+# for 64 channels (54 vs 24 ms, 4 frames at 90x120, Zen 3), 1.4-2.3x faster from 128 channels on.
+_WINOGRAD_AVX2_MIN_CHANNELS = 128
 
 
 _ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "gelu": F.gelu}
@@ -43,6 +56,7 @@ def fast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         and (residual is None or residual.shape == (*x.shape[:-1], weight.shape[0]))
         and fused_conv_ready()
         and onednn_takes(x)
+        and (weight.shape[1] <= _ONEDNN_AVX2_MAX_IN_FEATURES or cpu_has_avx512())
     ):
         return linear_pointwise(x, weight, bias, residual=residual, activation=activation)
     out = F.linear(x, weight, bias)
@@ -139,6 +153,7 @@ def winograd_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
         and tuple(conv.dilation) == (1, 1)
         and conv.groups == 1
         and conv.padding_mode == "zeros"
+        and (conv.in_channels >= _WINOGRAD_AVX2_MIN_CHANNELS or cpu_has_avx512())
         and compiled_ops_ready()
     )
 
