@@ -131,6 +131,27 @@ def test_fast_linear_equals_f_linear_on_both_routes(route, post_op, shape):
         torch.testing.assert_close(fast_linear(x, weight, bias, **kwargs), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("avx512", [True, False])
+def test_choices_that_depend_on_the_instruction_set(monkeypatch, avx512):
+    """Without AVX-512, oneDNN's 1x1 convolution is slow for long reductions and Winograd's batched GEMMs for few
+    channels (measured on an AMD Zen 3, docs/performance.md): those products stay on MKL / oneDNN's direct
+    convolution there. With AVX-512 both go to the fast operators."""
+    require_backend("jit", "cpu")
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: avx512)
+    onednn = _count_calls(monkeypatch, layers, "linear_pointwise")
+    winograd = _count_calls(monkeypatch, layers, "winograd_conv3x3")
+    with settings_override(linear_route="onednn"), torch.no_grad():
+        x = torch.randn(600, 3072)
+        expected = F.linear(x, torch.ones(8, 3072) * 0.01, None)
+        torch.testing.assert_close(fast_linear(x, torch.ones(8, 3072) * 0.01), expected, rtol=1e-5, atol=1e-4)
+        fast_linear(torch.randn(600, 1024), torch.randn(256, 1024))
+        for channels in (64, 128):
+            block = optimize_for_inference(ConvNormActivation(channels, 32, 3, activation=False).eval())
+            block(torch.randn(1, channels, 12, 12))
+    assert len(onednn) == (2 if avx512 else 1)  # the 1024-feature product takes oneDNN either way
+    assert len(winograd) == (2 if avx512 else 1)  # 128 channels take Winograd either way
+
+
 def test_onednn_linear_stays_differentiable():
     linear = optimize_for_inference(torch.nn.Linear(256, 512))
     assert type(linear) is layers.OneDNNLinear
@@ -193,6 +214,7 @@ def _count_calls(monkeypatch, module, name: str) -> list:
 
 def test_fused_resnet_conv_uses_winograd_for_stride_1_only(monkeypatch):
     require_backend("jit", "cpu")
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: True)  # the choice made at any channel count
     calls = _count_calls(monkeypatch, resnet, "winograd_conv3x3")
     x = torch.randn(2, 32, 15, 21)
     for stride in (1, 2):
@@ -212,6 +234,7 @@ def test_fused_resnet_conv_uses_winograd_for_stride_1_only(monkeypatch):
 # ---------------------------------------------------------------------------------------------- Winograd conv + norm
 def test_conv_norm_activation_runs_3x3_convs_by_winograd_at_inference_only(monkeypatch):
     require_backend("jit", "cpu")
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: True)
     calls = _count_calls(monkeypatch, layers, "winograd_conv3x3")
     block = ConvNormActivation(64, 64, 3, activation=True).eval()
     x = torch.randn(2, 64, 17, 23)
@@ -229,8 +252,9 @@ def test_conv_norm_activation_runs_3x3_convs_by_winograd_at_inference_only(monke
     assert len(calls) == 1
 
 
-def test_winograd_weights_follow_in_place_weight_changes():
+def test_winograd_weights_follow_in_place_weight_changes(monkeypatch):
     require_backend("jit", "cpu")
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: True)
     block = optimize_for_inference(ConvNormActivation(32, 32, 3, activation=False).eval())
     x = torch.randn(1, 32, 9, 9)
     with torch.no_grad():
