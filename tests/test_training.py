@@ -125,7 +125,8 @@ def test_sigkill_after_a_checkpoint_resumes_with_the_same_data_and_losses(tiny_s
     # What a kill between writing a checkpoint's state file and its rename leaves: resume ignores and removes it
     shutil.copytree(checkpoint.parent, killed_dir / "checkpoints" / "step_5.tmp", dirs_exist_ok=True)
 
-    resumed = _cli(*common, "--output-dir", str(killed_dir), "--resume")
+    # a resumed run is the checkpoint's run: another --max-steps is ignored, with a warning
+    resumed = _cli(*[a if a != "6" else "7" for a in common], "--output-dir", str(killed_dir), "--resume")
     out_resumed, out_reference = resumed.communicate(timeout=300)[0], reference.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out_resumed[-3000:]
     assert reference.returncode == 0, out_reference[-3000:]
@@ -139,7 +140,10 @@ def test_sigkill_after_a_checkpoint_resumes_with_the_same_data_and_losses(tiny_s
     assert summary["step"] == 6
     assert (killed_dir / "model.safetensors").is_file() and (killed_dir / "README.md").is_file()
     assert "step_5.tmp, left by a run killed while saving" in out_resumed
+    assert "these are ignored: max_steps=7 (the checkpoint's: 6)" in out_resumed
     assert sorted(p.name for p in (killed_dir / "checkpoints").iterdir()) == ["step_3", "step_6"]
     for name in ("model.safetensors", "config.json"):  # transformers writes the weights 0600: published 0644
         assert (killed_dir / name).stat().st_mode & 0o777 == file_mode(), name
+    for path in (killed_dir / "checkpoints" / "step_6").iterdir():  # accelerate's weights too
+        assert path.stat().st_mode & 0o777 == file_mode(), path.name
     assert "| training data | `annotations.json` (3 videos" in (killed_dir / "README.md").read_text()

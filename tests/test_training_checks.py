@@ -104,6 +104,7 @@ def test_undecodable_frame_stops_training_naming_the_file(data_set, tmp_path, ca
     [line] = _error_lines(capsys)
     assert line.startswith(f"error: {root / 'JPEGImages' / data['videos'][1]['file_names'][0].rsplit('/', 1)[0]}/")
     assert line.endswith("could not be read (Truncated File Read)"), line
+    assert not (tmp_path / "out").exists()  # the run made it and wrote nothing into it: removed
 
 
 @pytest.mark.parametrize(

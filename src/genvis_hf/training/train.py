@@ -254,6 +254,8 @@ def remove_unfinished_saves(output_dir: Path) -> list[Path]:
 
 def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Path:
     """`accelerator.save_state` into checkpoints/step_N (written as step_N.tmp, renamed when complete)."""
+    from ..utils.files import set_file_modes
+
     final = output_dir / CHECKPOINTS_DIR / f"step_{state['step']}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
@@ -266,6 +268,7 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Pa
         accelerator.wait_for_everyone()  # every process has written its part (e.g. its RNG state) before the rename
         if accelerator.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+            set_file_modes(tmp)  # accelerate writes model.safetensors 0600, the rest 0644
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -381,6 +384,10 @@ def train(args: TrainArguments) -> dict:
     if resumed_state is not None:
         # The run's arguments (schedule, batch, seeds) come from the checkpoint, so the resumed run is the same run.
         saved = resumed_state["args"]
+        ignored = [f"{key}={getattr(args, key)} (the checkpoint's: {saved.get(key)})" for key in ("max_steps", "time_budget")
+                   if getattr(args, key) is not None and getattr(args, key) != saved.get(key)]  # fmt: skip
+        if ignored:
+            logger.warning("resuming continues the checkpoint's run, so these are ignored: %s", ", ".join(ignored))
         for key in ("batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_multiplier",
                     "warmup_steps", "warmup_factor", "decay_fractions", "gamma", "seed", "num_frames",
                     "frame_range", "input_size", "config", "freeze_detector", "clip_grad_norm", "weight_decay",
@@ -616,6 +623,15 @@ def _original_message(error: BaseException) -> str:
     return last.split(": ", 1)[1] if ": " in last else last
 
 
+def _failed(output_dir: str, created: bool) -> int:
+    """Exit code 1, removing the output folder this run created when it stopped before writing anything into it
+    (a run that saved checkpoints keeps them, for --resume)."""
+    folder = Path(output_dir)
+    if created and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return 1
+
+
 def add_train_command(parser: argparse.ArgumentParser):
     from ..utils.cli_checks import (
         non_negative_float,
@@ -745,14 +761,15 @@ def add_train_command(parser: argparse.ArgumentParser):
             eval_steps=ns.eval_steps, resume=ns.resume, seed=ns.seed, cache_dir=ns.cache_dir,
             progress=not ns.no_progress,
         )  # fmt: skip
+        created = not Path(ns.output_dir).exists()
         try:
             final = train(args)
         except (TrackerError, HubPushError, Mask2FormerInitError) as error:
             print(f"error: {error}", file=sys.stderr)
-            return 1
+            return _failed(ns.output_dir, created)
         except (YTVISFormatError, VideoInputError, FileNotFoundError) as error:  # bad data, a missing checkpoint
             print(f"error: {_original_message(error)}", file=sys.stderr)
-            return 1
+            return _failed(ns.output_dir, created)
         summary = {"step": final["step"], "final_loss": final.get("final_loss"), "output_dir": str(args.output_dir)}
         if final.get("metrics"):
             summary["metrics"] = {k: v for k, v in final["metrics"].items() if not isinstance(v, dict)}
