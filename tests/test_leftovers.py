@@ -56,6 +56,20 @@ def test_abandoned_temporaries_of_dead_processes_are_removed(tmp_path):
     assert _entries(tmp_path) == [mine.name]
 
 
+def test_replacing_an_output_removes_what_a_killed_replacement_left(tmp_path):
+    """Publishing over an existing file links the new one under a hidden owned name, then renames it over the old
+    one: a SIGKILL between the two leaves that name behind, which the next publish to the same output removes."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    (tmp_path / "out.json").write_text("old")
+    (tmp_path / f".out.json.part-{int(dead.stdout)}-0a0b").write_text("left by a killed replacement")
+    pending = PendingFile(tmp_path, name_hint="out.json")
+    pending.path.write_text("new")
+    pending.publish(tmp_path / "out.json")
+    assert _entries(tmp_path) == ["out.json"] and (tmp_path / "out.json").read_text() == "new"
+
+
 # A `genvis-hf segment --demo --overlay` run that signals itself at a chosen moment: after the first clip's
 # features went to the spill file, or after the overlay writer took 3 frames (the results JSON is complete).
 _DRIVER = textwrap.dedent(

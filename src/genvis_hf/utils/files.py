@@ -141,7 +141,8 @@ class PendingFile:
         else:
             try:
                 _link(fd, destination)
-            except FileExistsError:
+            except FileExistsError:  # replace it: link under a hidden name, then rename over it
+                remove_abandoned(destination.parent, f".{destination.name}.part-")  # a killed run's, if any
                 staged = destination.with_name(owned_name(f".{destination.name}.part-"))
                 _link(fd, staged)
                 os.replace(staged, destination)
