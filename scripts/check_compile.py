@@ -55,13 +55,14 @@ def check(fixture: Path, workdir: Path) -> dict:
         return outputs, processor.post_process_video_instance_segmentation(outputs, target_sizes=[size])[0]
 
     eager, eager_result = run()
+    eager_tensors = _tensors(eager)
     model.compile_for_inference(fullgraph=True)
     report = {"fixture": fixture.name, "runs": []}
     for _run in range(2):
         start = time.perf_counter()
         compiled, result = run()
         differences = {
-            name: float((value - _tensors(eager)[name]).abs().max()) if value.numel() else 0.0
+            name: float((value - eager_tensors[name]).abs().max()) if value.numel() else 0.0
             for name, value in _tensors(compiled).items()
         }
         report["runs"].append({
